@@ -1,0 +1,151 @@
+namespace NativeContrast.Backends;
+
+using NativeContrast.Cuda;
+using NativeContrast.Tensors;
+
+/// <summary>
+/// The GPU backend: hand-written kernels from native/ (one fatbin) and cuBLAS, all queued on one stream.
+/// Ops never synchronise with the host except <see cref="CopyToHost"/> and <see cref="Synchronize"/>, so a
+/// training step can be captured into a CUDA graph. Split by op family over CudaBackend.*.cs; each family's
+/// launchers sit next to the kernels of the same name in native/.
+/// </summary>
+public sealed partial class CudaBackend : IBackend
+{
+    /// <summary>Fixed cuBLAS workspace, so that GEMMs allocate nothing and can be captured (32 MiB covers Hopper's needs).</summary>
+    private const long CublasWorkspaceBytes = 32L << 20;
+
+    private readonly CudaStorage _cublasWorkspace;
+
+    /// <summary>Opens device <paramref name="ordinal"/>; throws <see cref="CudaUnavailableException"/> with the reason when it cannot.</summary>
+    public CudaBackend(int ordinal = 0)
+    {
+        var why = CudaProbe.WhyUnavailable(ordinal);
+        if (why is not null)
+        {
+            throw new CudaUnavailableException(why);
+        }
+        Context = new CudaContext(ordinal);
+        Stream = new CudaStream();
+        Module = KernelModule.Load();
+        Blas = new Cublas(Stream);
+        _cublasWorkspace = new CudaStorage(CublasWorkspaceBytes / sizeof(float));
+        Blas.SetWorkspace(_cublasWorkspace.Pointer, CublasWorkspaceBytes);
+    }
+
+    public CudaContext Context { get; }
+
+    public CudaStream Stream { get; }
+
+    public KernelModule Module { get; }
+
+    public Cublas Blas { get; }
+
+    public CudaDeviceInfo Info => Context.Info;
+
+    public string Name => $"cuda:{Info.Ordinal} ({Info.Name})";
+
+    public Device Device => Device.Cuda;
+
+    public MatmulPrecision GemmPrecision { get; set; } = MatmulPrecision.Tf32;
+
+    public Tensor Allocate(TensorShape shape, string? name = null)
+    {
+        Context.MakeCurrent();
+        var t = new Tensor(new CudaStorage(shape.Length), shape, 0, ownsStorage: true, name);
+        Fill(t, 0f);
+        return t;
+    }
+
+    public unsafe void CopyFromHost(ReadOnlySpan<float> source, Tensor destination)
+    {
+        Check.Length(source.Length, destination.Length, destination.Describe());
+        Context.MakeCurrent();
+        fixed (float* host = source)
+        {
+            // Synchronous for pageable memory: the span may be gone once this returns.
+            CudaCheck.Driver(DriverApi.cuMemcpyHtoDAsync(destination.DevicePointer(), host, (nuint)(source.Length * sizeof(float)), Stream.Handle), $"cuMemcpyHtoDAsync({destination.Describe()})");
+            Stream.Synchronize();
+        }
+    }
+
+    /// <summary>Asynchronous copy from pinned host memory (the loader's path): returns before the copy ends.</summary>
+    public unsafe void CopyFromPinnedAsync(PinnedHostBuffer source, long sourceOffset, Tensor destination)
+    {
+        if (sourceOffset < 0 || sourceOffset + destination.Length > source.Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(sourceOffset), $"pinned buffer of {source.Length} elements has no {destination.Length} elements at {sourceOffset} for {destination.Describe()}");
+        }
+        Context.MakeCurrent();
+        var host = (float*)source.Pointer + sourceOffset;
+        CudaCheck.Driver(DriverApi.cuMemcpyHtoDAsync(destination.DevicePointer(), host, (nuint)(destination.Length * sizeof(float)), Stream.Handle), $"cuMemcpyHtoDAsync({destination.Describe()})");
+    }
+
+    public unsafe void CopyToHost(Tensor source, Span<float> destination)
+    {
+        Check.Length(destination.Length, source.Length, source.Describe());
+        Context.MakeCurrent();
+        fixed (float* host = destination)
+        {
+            CudaCheck.Driver(DriverApi.cuMemcpyDtoHAsync(host, source.DevicePointer(), (nuint)(destination.Length * sizeof(float)), Stream.Handle), $"cuMemcpyDtoHAsync({source.Describe()})");
+            Stream.Synchronize();
+        }
+    }
+
+    public void Copy(Tensor source, Tensor destination)
+    {
+        Check.SameLength(source, destination);
+        Context.MakeCurrent();
+        CudaCheck.Driver(DriverApi.cuMemcpyDtoDAsync(destination.DevicePointer(), source.DevicePointer(), (nuint)(source.Length * sizeof(float)), Stream.Handle), $"cuMemcpyDtoDAsync({source.Describe()} -> {destination.Describe()})");
+    }
+
+    public void Fill(Tensor tensor, float value)
+    {
+        Context.MakeCurrent();
+        CudaCheck.Driver(DriverApi.cuMemsetD32Async(tensor.DevicePointer(), BitConverter.SingleToUInt32Bits(value), (nuint)tensor.Length, Stream.Handle), $"cuMemsetD32Async({tensor.Describe()})");
+    }
+
+    public void Synchronize()
+    {
+        Context.MakeCurrent();
+        Stream.Synchronize();
+    }
+
+    public void Gemm(Tensor a, bool transposeA, Tensor b, bool transposeB, Tensor c, float alpha = 1f, float beta = 0f)
+    {
+        var (m, k, n) = Check.GemmShapes(a, transposeA, b, transposeB, c);
+        if (m == 0 || n == 0)
+        {
+            return;
+        }
+        Context.MakeCurrent();
+        Blas.Gemm(a.DevicePointer(), transposeA, b.DevicePointer(), transposeB, c.DevicePointer(), m, n, k, alpha, beta, GemmPrecision);
+    }
+
+    public void GemmBatched(Tensor a, bool transposeA, Tensor b, bool transposeB, Tensor c, float alpha = 1f, float beta = 0f)
+    {
+        var (batch, m, k, n) = Check.BatchedGemmShapes(a, transposeA, b, transposeB, c);
+        if (batch == 0 || m == 0 || n == 0)
+        {
+            return;
+        }
+        Context.MakeCurrent();
+        Blas.GemmStridedBatched(a.DevicePointer(), transposeA, b.DevicePointer(), transposeB, c.DevicePointer(), m, n, k, batch, alpha, beta, GemmPrecision);
+    }
+
+    /// <summary>A kernel of the engine's module, by its extern "C" name.</summary>
+    internal CudaKernel Kernel(string name) => Module[name];
+
+    /// <summary>Blocks of <paramref name="threads"/> needed to cover <paramref name="count"/> items.</summary>
+    internal static uint Blocks(long count, int threads) => (uint)Math.Max(1, (count + threads - 1) / threads);
+
+    public void Dispose()
+    {
+        Context.MakeCurrent();
+        _ = DriverApi.cuStreamSynchronize(Stream.Handle);
+        _cublasWorkspace.Dispose();
+        Blas.Dispose();
+        Module.Dispose();
+        Stream.Dispose();
+        Context.Dispose();
+    }
+}

@@ -1,0 +1,62 @@
+namespace NativeContrast.Cuda;
+
+using System.Reflection;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+/// <summary>
+/// Maps the logical library names used by [LibraryImport] ("cuda", "cublas") to the files each platform ships,
+/// trying newer cuBLAS majors first. A library that cannot be found surfaces as <see cref="DllNotFoundException"/>,
+/// which <see cref="CudaProbe"/> turns into one readable line.
+/// </summary>
+internal static class NativeLibraries
+{
+    public const string Driver = "cuda";
+    public const string Cublas = "cublas";
+
+    private static readonly string[] DriverCandidates = OperatingSystem.IsWindows() ? ["nvcuda.dll"] : ["libcuda.so.1", "libcuda.so"];
+
+    private static readonly string[] CublasCandidates = OperatingSystem.IsWindows()
+        ? ["cublas64_13.dll", "cublas64_12.dll", "cublas64_11.dll"]
+        : ["libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"];
+
+    /// <summary>The file each logical name resolved to, for `nativecontrast info`.</summary>
+    public static string? ResolvedCublas { get; private set; }
+
+    public static string? ResolvedDriver { get; private set; }
+
+#pragma warning disable CA2255 // A module initializer is the documented place to install a DllImport resolver.
+    [ModuleInitializer]
+#pragma warning restore CA2255
+    internal static void Install() => NativeLibrary.SetDllImportResolver(typeof(NativeLibraries).Assembly, Resolve);
+
+    private static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath)
+    {
+        var candidates = name switch
+        {
+            Driver => DriverCandidates,
+            Cublas => CublasCandidates,
+            _ => null,
+        };
+        if (candidates is null)
+        {
+            return IntPtr.Zero;
+        }
+        foreach (var file in candidates)
+        {
+            if (NativeLibrary.TryLoad(file, assembly, searchPath, out var handle))
+            {
+                if (name == Driver)
+                {
+                    ResolvedDriver = file;
+                }
+                else
+                {
+                    ResolvedCublas = file;
+                }
+                return handle;
+            }
+        }
+        throw new DllNotFoundException($"{(name == Driver ? "the CUDA driver" : "cuBLAS")} was not found (tried {string.Join(", ", candidates)})");
+    }
+}
