@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Every benchmark and every PyTorch peer in one run on one GPU, so that each ratio is measured side by side.
+# On the GPU machine (no .NET SDK there; see ../shared/device/README.md):
+#   bash .device/on-device.sh bash bench/run-gpu.sh [--quick]
+# Records are appended to bench/results/<family>-<gpu>.json and bench/README.md's table is refreshed;
+# with $OUT set, the results and the logs are copied there too.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+quick=${1:-}
+bench_dll=.device/app/NativeContrast.Bench/NativeContrast.Bench.dll
+[ -f "$bench_dll" ] || bench_dll=bench/NativeContrast.Bench/bin/Release/net10.0/NativeContrast.Bench.dll
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+slug=$(python3 -c 'import re,sys; print("-".join(p for p in re.split(r"[ /()_]+", sys.argv[1].lower()) if p))' "${gpu:-cpu-only}")
+host=$(python3 -c 'import re,socket; print("-".join(p for p in re.split(r"[ /()_]+", socket.gethostname().lower()) if p))')
+status=0
+
+echo "== engine benchmarks ($gpu)"
+dotnet "$bench_dll" all --results bench/results $quick || status=1
+
+for ref in bench/reference/*.py; do
+  name=$(basename "$ref" .py)
+  case "$name" in
+    torchvision_roundtrip) continue ;;            # needs an exported model: run by its own step
+    augment) out="bench/results/augment-$host.json" ;;
+    *) out="bench/results/kernels-$slug.json" ;;
+  esac
+  echo "== torch: $name"
+  python3 "$ref" --out "$out" $quick || status=1
+done
+
+python3 bench/tables.py || status=1
+if [ -n "${OUT:-}" ]; then
+  cp bench/results/*.json bench/README.md "$OUT"/ 2>/dev/null
+fi
+exit $status
