@@ -146,7 +146,7 @@ public static class ModelCheckpoint
             else if (arena.Contains(arenaName))
             {
                 var view = arena[arenaName];
-                file.Check(info.Name, view.Shape, view.Name);
+                file.CheckLoadable(info.Name, view.Shape, view.Name);
                 copies.Add((info, view));
                 matched.Add(arenaName);
             }

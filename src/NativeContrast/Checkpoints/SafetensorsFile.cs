@@ -41,6 +41,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     private readonly MemoryMappedFile _map;
     private readonly MemoryMappedViewAccessor _view;
     private readonly byte* _data;
+    private float[]? _scratch;
     private bool _disposed;
 
     private SafetensorsFile(string path, long fileLength, long headerLength, IReadOnlyDictionary<string, string> metadata, List<SafetensorsTensorInfo> tensors, FileStream stream)
@@ -114,18 +115,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
     public bool Contains(string name) => _byName.ContainsKey(name);
 
-    public bool TryGetInfo(string name, out SafetensorsTensorInfo info) => _byName.TryGetValue(name, out info!);
-
     public SafetensorsTensorInfo Info(string name) =>
         _byName.TryGetValue(name, out var info) ? info : throw new CheckpointException(FilePath, name, "missing: the file has no tensor of that name");
-
-    /// <summary>The tensor's raw little-endian bytes, straight from the mapping (valid until Dispose).</summary>
-    public ReadOnlySpan<byte> RawBytes(string name)
-    {
-        var info = Info(name);
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        return new ReadOnlySpan<byte>(_data + info.Begin, checked((int)info.ByteLength));
-    }
 
     /// <summary>A float tensor (F32, F16, BF16, F64) converted to float32.</summary>
     public float[] ReadFloat32(string name)
@@ -156,8 +147,10 @@ public sealed unsafe class SafetensorsFile : IDisposable
     {
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(destination);
-        var info = Check(name, destination.Shape, destination.Name ?? name);
-        var scratch = GC.AllocateUninitializedArray<float>((int)Math.Clamp(info.ElementCount, 1, ChunkElements));
+        var info = CheckLoadable(name, destination.Shape, destination.Name ?? name);
+        // One staging buffer per file, sized for the largest float tensor up to a chunk, reused by every load.
+        var scratch = _scratch ??= GC.AllocateUninitializedArray<float>((int)Math.Clamp(
+            Tensors.Where(t => t.DType.IsFloatLoadable()).Max(t => (long?)t.ElementCount) ?? 1, 1, ChunkElements));
         for (long start = 0; start < info.ElementCount; start += scratch.Length)
         {
             var count = (int)Math.Min(scratch.Length, info.ElementCount - start);
@@ -168,7 +161,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     }
 
     /// <summary>Checks that <paramref name="name"/> exists, is a float tensor and has <paramref name="expected"/> shape; touches no data.</summary>
-    public SafetensorsTensorInfo Check(string name, TensorShape expected, string destination)
+    public SafetensorsTensorInfo CheckLoadable(string name, TensorShape expected, string destination)
     {
         var info = RequireFloat(Info(name));
         if (!info.HasShape(expected))

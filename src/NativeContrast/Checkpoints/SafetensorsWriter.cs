@@ -41,14 +41,6 @@ public sealed class SafetensorsWriter
         _chunkElements = chunkElements;
     }
 
-    /// <summary>Tensor names in the order they are laid out in the file.</summary>
-    public IReadOnlyList<string> Names => Ordered().Select(e => e.Name).ToArray();
-
-    public IReadOnlyList<KeyValuePair<string, string>> Metadata => _metadata;
-
-    /// <summary>Bytes of tensor data after the header.</summary>
-    public long DataLength => _entries.Sum(e => e.ByteLength);
-
     /// <summary>A free-form string pair stored under "__metadata__".</summary>
     public void AddMetadata(string key, string value)
     {

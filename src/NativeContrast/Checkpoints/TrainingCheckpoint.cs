@@ -133,7 +133,7 @@ public static class TrainingCheckpoint
                 expected.Add(name);
                 if (file.Contains(name))
                 {
-                    file.Check(name, view.Shape, $"{view.Name}.state{slot}");
+                    file.CheckLoadable(name, view.Shape, $"{view.Name}.state{slot}");
                     copies.Add((name, slot, view));
                 }
                 else
