@@ -16,10 +16,11 @@ Both must be within the tolerance of the engine's precision (see TOLERANCES; --t
 Exit status: 0 match, 1 mismatch or a strict load failure, 2 unusable input or environment.
 
     python3 bench/reference/torchvision_roundtrip.py --dir DIR [--out JSON] [--device cpu|cuda]
-    python3 bench/reference/torchvision_roundtrip.py --self-test [--quick] [--out JSON]
+    python3 bench/reference/torchvision_roundtrip.py [--self-test] [--quick] [--out JSON]
 
---self-test checks this script without the engine: it exports random torchvision models with its own
-safetensors writer, expects each to pass, and expects a perturbed copy to fail.
+Without --dir the script checks itself (--self-test): it exports random torchvision models with its own
+safetensors writer, expects each to pass, and expects a perturbed copy to fail. --out appends the records to a
+JSON list (created if absent), as the other reference scripts do.
 The files are parsed with the standard library and torch.frombuffer; the safetensors package is not needed.
 """
 
@@ -304,10 +305,10 @@ def self_test(quick, device):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", help="folder with encoder.safetensors and io.safetensors")
-    parser.add_argument("--out", help="JSON file for the record(s) (default: DIR/torchvision_roundtrip.json)")
+    parser.add_argument("--out", help="JSON list to append the records to (default with --dir: DIR/torchvision_roundtrip.json)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--tolerance", type=float, help="override the precision's tolerance")
-    parser.add_argument("--self-test", action="store_true", help="check this script on torchvision models it exports itself")
+    parser.add_argument("--self-test", action="store_true", help="check this script on torchvision models it exports itself (the default without --dir)")
     parser.add_argument("--quick", action="store_true", help="self-test: one small case")
     args = parser.parse_args()
     try:
@@ -317,23 +318,31 @@ def main():
         print(f"torchvision_roundtrip: needs torch and torchvision ({e})", file=sys.stderr)
         return 2
     try:
-        if args.self_test:
-            ok, records = self_test(args.quick, args.device)
-            out = args.out
-        elif args.dir:
+        if args.dir and not args.self_test:
             record = check(args.dir, args.device, args.tolerance)
             report(record)
             ok, records = record["passed"], [record]
             out = args.out or os.path.join(args.dir, "torchvision_roundtrip.json")
         else:
-            parser.error("give --dir DIR or --self-test")
+            ok, records = self_test(args.quick, args.device)
+            out = args.out
+        if out:
+            append_records(out, records)
     except (CheckError, OSError, ValueError, KeyError) as e:
         print(f"torchvision_roundtrip: {e}", file=sys.stderr)
         return 2
-    if out:
-        with open(out, "w") as f:
-            json.dump(records if len(records) > 1 else records[0], f, indent=2)
     return 0 if ok else 1
+
+
+def append_records(path, records):
+    existing = []
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        with open(path) as f:
+            existing = json.load(f)
+        if not isinstance(existing, list):
+            raise CheckError(f"{path}: expected a JSON list of records to append to")
+    with open(path, "w") as f:
+        json.dump(existing + records, f, indent=2)
 
 
 if __name__ == "__main__":
