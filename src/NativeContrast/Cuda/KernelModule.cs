@@ -9,9 +9,6 @@ public sealed class KernelModule : IDisposable
     public const string FileName = "nativecontrast.fatbin";
     public const string EnvironmentVariable = "NATIVECONTRAST_KERNELS";
 
-    internal const string NotFoundMessage =
-        "no kernel module: " + FileName + " was not found (set " + EnvironmentVariable + ", or build with nvcc and CMake on PATH)";
-
     private readonly Dictionary<string, CudaKernel> _kernels = [];
     private IntPtr _module;
 
@@ -52,18 +49,24 @@ public sealed class KernelModule : IDisposable
         return null;
     }
 
+    /// <summary>Null when <see cref="Locate"/> finds the module, else the one-line reason it does not.</summary>
+    public static string? WhyNotFound()
+    {
+        if (Locate() is not null)
+        {
+            return null;
+        }
+        var fromEnvironment = Environment.GetEnvironmentVariable(EnvironmentVariable);
+        return string.IsNullOrEmpty(fromEnvironment)
+            ? $"no kernel module: {FileName} is neither beside {AppContext.BaseDirectory} nor in a build/native/ folder above it (set {EnvironmentVariable}, or build with nvcc and CMake on PATH)"
+            : $"no kernel module: {EnvironmentVariable} names {fromEnvironment}, which does not exist";
+    }
+
     /// <summary>Loads the module into the current context.</summary>
     public static KernelModule Load()
     {
         var path = Locate();
-        if (path is null)
-        {
-            var fromEnvironment = Environment.GetEnvironmentVariable(EnvironmentVariable);
-            throw new FileNotFoundException(string.IsNullOrEmpty(fromEnvironment)
-                ? NotFoundMessage
-                : $"{EnvironmentVariable} names {fromEnvironment}, which does not exist");
-        }
-        return new KernelModule(path);
+        return path is null ? throw new FileNotFoundException(WhyNotFound()) : new KernelModule(path);
     }
 
     /// <summary>The kernel with this extern "C" name; a missing one names the module to rebuild.</summary>
@@ -101,7 +104,9 @@ public sealed class KernelModule : IDisposable
 /// <summary>Grid or block dimensions.</summary>
 public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
 {
-    public static implicit operator Dim3(int x) => new((uint)x);
+    public static implicit operator Dim3(int x) => new(checked((uint)x));
+
+    public static implicit operator Dim3(uint x) => new(x);
 
     public override string ToString() => $"({X}, {Y}, {Z})";
 }
