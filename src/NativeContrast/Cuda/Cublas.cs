@@ -31,7 +31,7 @@ public sealed unsafe class Cublas : IDisposable
     }
 
     /// <summary>The file the cuBLAS library was loaded from (after the first cuBLAS call), for `nativecontrast info`.</summary>
-    public static string? LibraryFile => NativeLibraries.ResolvedCublas;
+    public static string? LibraryFile => NativeLibraries.LoadedPath(NativeLibraries.ResolvedCublas);
 
     /// <summary>Null when cuBLAS can be loaded, else the one-line reason.</summary>
     public static string? WhyUnavailable()

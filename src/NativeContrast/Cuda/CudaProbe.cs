@@ -45,6 +45,9 @@ public static class CudaProbe
         }
     }
 
+    /// <summary>The CUDA driver library this process loaded (after <see cref="InitializeDriver"/>), or null.</summary>
+    public static string? DriverLibraryFile => NativeLibraries.LoadedPath(NativeLibraries.ResolvedDriver);
+
     /// <summary>Oldest compute capability the fatbin has code for (Ampere: TF32 and BF16 tensor cores).</summary>
     public const int MinimumComputeMajor = 8;
 
