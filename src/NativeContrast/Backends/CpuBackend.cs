@@ -277,7 +277,7 @@ public sealed partial class CpuBackend : IBackend
     }
 
     /// <summary>The host elements of a tensor, with an error naming it when it lives elsewhere.</summary>
-    internal static Span<float> Cpu(Tensor t) => t.Span;
+    internal static Span<float> Cpu(Tensor t) => CpuArray(t).AsSpan();
 
     /// <summary>The backing array and offset of a CPU tensor, for lambdas that cannot capture spans.</summary>
     internal static ArraySegment<float> CpuArray(Tensor t)
