@@ -25,20 +25,28 @@ public sealed class KernelModule : IDisposable
     public string Path { get; }
 
     /// <summary>The module file this process would load, or null.</summary>
-    public static string? Locate()
+    public static string? Locate() => Locate(Environment.GetEnvironmentVariable(EnvironmentVariable), AppContext.BaseDirectory);
+
+    /// <summary>Null when <see cref="Locate()"/> finds the module, else the one-line reason it does not.</summary>
+    public static string? WhyNotFound() => WhyNotFound(Environment.GetEnvironmentVariable(EnvironmentVariable), AppContext.BaseDirectory);
+
+    /// <summary>
+    /// The search, given the variable's value and the assembly's folder: a set variable decides alone (a wrong path
+    /// is an error, not a reason to load some other build); else beside the assembly (a publish, a build output);
+    /// else build/native/ in the folder or any folder above it (a source checkout).
+    /// </summary>
+    internal static string? Locate(string? fromEnvironment, string baseDirectory)
     {
-        var fromEnvironment = Environment.GetEnvironmentVariable(EnvironmentVariable);
         if (!string.IsNullOrEmpty(fromEnvironment))
         {
-            return File.Exists(fromEnvironment) ? fromEnvironment : null;
+            return File.Exists(fromEnvironment) ? System.IO.Path.GetFullPath(fromEnvironment) : null;
         }
-        var here = AppContext.BaseDirectory;
-        var beside = System.IO.Path.Combine(here, FileName);
+        var beside = System.IO.Path.Combine(baseDirectory, FileName);
         if (File.Exists(beside))
         {
             return beside;
         }
-        for (var dir = new DirectoryInfo(here); dir is not null; dir = dir.Parent)
+        for (var dir = new DirectoryInfo(baseDirectory); dir is not null; dir = dir.Parent)
         {
             var candidate = System.IO.Path.Combine(dir.FullName, "build", "native", FileName);
             if (File.Exists(candidate))
@@ -49,16 +57,14 @@ public sealed class KernelModule : IDisposable
         return null;
     }
 
-    /// <summary>Null when <see cref="Locate"/> finds the module, else the one-line reason it does not.</summary>
-    public static string? WhyNotFound()
+    internal static string? WhyNotFound(string? fromEnvironment, string baseDirectory)
     {
-        if (Locate() is not null)
+        if (Locate(fromEnvironment, baseDirectory) is not null)
         {
             return null;
         }
-        var fromEnvironment = Environment.GetEnvironmentVariable(EnvironmentVariable);
         return string.IsNullOrEmpty(fromEnvironment)
-            ? $"no kernel module: {FileName} is neither beside {AppContext.BaseDirectory} nor in a build/native/ folder above it (set {EnvironmentVariable}, or build with nvcc and CMake on PATH)"
+            ? $"no kernel module: {FileName} is neither beside {baseDirectory} nor in a build/native/ folder above it (set {EnvironmentVariable}, or build with nvcc and CMake on PATH)"
             : $"no kernel module: {EnvironmentVariable} names {fromEnvironment}, which does not exist";
     }
 
