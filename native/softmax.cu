@@ -16,8 +16,8 @@ struct MaxSum {
         if (v > max) {
             sum = sum * expf(max - v) + 1.f;  // exp(-inf) = 0 for the first value
             max = v;
-        } else if (max != -INFINITY) {
-            sum += expf(v - max);  // NaN in, NaN out
+        } else if (v != -INFINITY) {
+            sum += expf(v - max);  // a NaN (never > max) lands here and poisons the sum, as on the CPU
         }
     }
 };
@@ -29,7 +29,7 @@ __device__ __forceinline__ MaxSum row_max_sum(const float* row, int64_t cols, bo
     MaxSum all;
     all.max = nc_rows::group_max(mine.max, g, scratch);
     // A lane that saw nothing (or only -inf) contributes nothing; this also keeps -inf - -inf out of expf.
-    const float rescaled = mine.max == -INFINITY ? 0.f : mine.sum * expf(mine.max - all.max);
+    const float rescaled = mine.sum == 0.f ? 0.f : mine.sum * expf(mine.max - all.max);
     all.sum = nc_rows::group_sum(rescaled, g, scratch);
     return all;
 }
