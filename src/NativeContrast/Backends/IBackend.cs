@@ -36,7 +36,10 @@ public partial interface IBackend : IDisposable
     /// <summary>A new zero-filled tensor owning its storage.</summary>
     Tensor Allocate(TensorShape shape, string? name = null);
 
-    /// <summary>Copies host elements into a tensor of this backend (asynchronous on a device; the source must outlive the copy or be pinned).</summary>
+    /// <summary>
+    /// Copies host elements into a tensor of this backend. On a device the call returns once the copy is done, since
+    /// the span may be pageable memory that is gone afterwards (CudaBackend.CopyFromPinnedAsync is the overlapping path).
+    /// </summary>
     void CopyFromHost(ReadOnlySpan<float> source, Tensor destination);
 
     /// <summary>Copies a tensor's elements to the host, waiting for all work queued before it.</summary>
