@@ -1,11 +1,43 @@
 namespace NativeContrast.Cli;
 
-// SCAFFOLD: the command line is built by the foundation work (info) and later issues.
+using System.CommandLine;
+using System.CommandLine.Invocation;
+using NativeContrast.Cli.Commands;
+
+/// <summary>
+/// The `nativecontrast` command. Each subcommand lives in its own file under Commands/ and exposes
+/// <c>public static Command Create()</c>; adding one is that file plus one line in <see cref="BuildRootCommand"/>.
+/// Exit codes: 0 success, 1 the work failed (e.g. the requested device is not there), 2 bad arguments.
+/// </summary>
 public static class Program
 {
-    public static int Main(string[] args)
+    public const int Success = 0;
+    public const int Failure = 1;
+    public const int BadArguments = 2;
+
+    public static int Main(string[] args) => Run(args, Console.Out, Console.Error);
+
+    /// <summary>Parses and runs a command line, writing to the given writers (the tests call this in-process).</summary>
+    public static int Run(string[] args, TextWriter output, TextWriter error)
     {
-        Console.WriteLine("nativecontrast");
-        return args.Length;
+        ArgumentNullException.ThrowIfNull(args);
+        var parse = BuildRootCommand().Parse(args);
+        if (parse.Action is ParseErrorAction)
+        {
+            // System.CommandLine exits with 1 on parse errors; bad arguments are 2 here, with each problem on its own line.
+            foreach (var problem in parse.Errors)
+            {
+                error.WriteLine($"error: {problem.Message}");
+            }
+            error.WriteLine("Run 'nativecontrast --help' (or 'nativecontrast <command> --help') for usage.");
+            return BadArguments;
+        }
+        return parse.Invoke(new InvocationConfiguration { Output = output, Error = error });
     }
+
+    public static RootCommand BuildRootCommand() =>
+        new("NativeContrast: contrastive self-supervised learning (SimCLR, MoCo, SwAV, PiCO) on fused CUDA kernels, with a managed CPU oracle.")
+        {
+            InfoCommand.Create(),
+        };
 }

@@ -1,41 +1,91 @@
 namespace NativeContrast.Backends;
 
+using System.Globalization;
 using NativeContrast.Cuda;
 
 /// <summary>The backend a run uses and, in one line, why.</summary>
 public sealed record BackendChoice(IBackend Backend, string Reason);
 
 /// <summary>
-/// Turns "--device auto|cpu|cuda|cuda:N" into a backend. "auto" takes the GPU when the driver, a device, cuBLAS
-/// and the kernel module are all there, and otherwise falls back to the CPU saying why; "cuda" fails with that reason.
+/// Turns "--device auto|cpu|cuda|cuda:N" into a backend. "auto" takes GPU 0 when the driver, a device, cuBLAS
+/// and the kernel module are all there, and otherwise falls back to the CPU saying why; "cuda" fails with that reason
+/// (<see cref="CudaUnavailableException"/>).
 /// </summary>
 public static class BackendSelector
 {
+    /// <summary>The accepted spellings, for help texts and error messages.</summary>
+    public const string Choices = "auto, cpu, cuda or cuda:N";
+
+    private enum Kind
+    {
+        Auto,
+        Cpu,
+        Cuda,
+    }
+
+    /// <summary>Null when <paramref name="device"/> is a valid device string, else what is wrong with it.</summary>
+    public static string? Validate(string? device) => TryParse(device, out _, out _, out var error) ? null : error;
+
     public static BackendChoice Create(string device)
     {
         ArgumentNullException.ThrowIfNull(device);
-        var spec = device.Trim().ToLowerInvariant();
-        if (spec == "cpu")
+        if (!TryParse(device, out var kind, out var ordinal, out var error))
         {
-            return new BackendChoice(new CpuBackend(), "cpu: requested with --device cpu");
+            throw new ArgumentException(error);
         }
-        if (spec == "auto")
+        switch (kind)
         {
-            var why = CudaProbe.WhyUnavailable(0);
-            return why is null
-                ? Cuda(0, "auto-detected")
-                : new BackendChoice(new CpuBackend(), $"cpu: --device auto fell back to the CPU ({why})");
+            case Kind.Cpu:
+                return new BackendChoice(new CpuBackend(), "cpu: requested with --device cpu");
+            case Kind.Cuda:
+                return Cuda(ordinal, $"requested with --device {device.Trim()}");
+            default:
+                var why = CudaProbe.WhyUnavailable(0);
+                if (why is null)
+                {
+                    try
+                    {
+                        return Cuda(0, "auto-detected");
+                    }
+                    catch (Exception e) when (e is CudaException or CudaUnavailableException or DllNotFoundException or FileNotFoundException)
+                    {
+                        // The probe passed but the device still could not be opened (e.g. no code in the fatbin for it).
+                        why = e.Message;
+                    }
+                }
+                return new BackendChoice(new CpuBackend(), $"cpu: --device auto fell back to the CPU ({why})");
         }
-        if (spec == "cuda" || spec.StartsWith("cuda:", StringComparison.Ordinal))
+    }
+
+    private static bool TryParse(string? device, out Kind kind, out int ordinal, out string? error)
+    {
+        kind = Kind.Auto;
+        ordinal = 0;
+        error = null;
+        var spec = device?.Trim().ToLowerInvariant() ?? string.Empty;
+        switch (spec)
         {
-            var ordinal = 0;
-            if (spec.Length > 5 && !int.TryParse(spec.AsSpan(5), out ordinal))
+            case "auto":
+                return true;
+            case "cpu":
+                kind = Kind.Cpu;
+                return true;
+            case "cuda":
+                kind = Kind.Cuda;
+                return true;
+        }
+        if (spec.StartsWith("cuda:", StringComparison.Ordinal))
+        {
+            kind = Kind.Cuda;
+            if (int.TryParse(spec.AsSpan(5), NumberStyles.None, CultureInfo.InvariantCulture, out ordinal))
             {
-                throw new ArgumentException($"--device {device}: expected cuda:N with N a device number", nameof(device));
+                return true;
             }
-            return Cuda(ordinal, $"requested with --device {device}");
+            error = $"--device '{device}': expected cuda:N with N a device number (0, 1, ...)";
+            return false;
         }
-        throw new ArgumentException($"--device {device}: expected auto, cpu, cuda or cuda:N", nameof(device));
+        error = $"--device '{device}': expected {Choices}";
+        return false;
     }
 
     private static BackendChoice Cuda(int ordinal, string why)

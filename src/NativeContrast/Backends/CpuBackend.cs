@@ -161,6 +161,10 @@ public sealed partial class CpuBackend : IBackend
         int rows = x.Rows, cols = x.Cols;
         var xs = CpuArray(x);
         var ys = CpuArray(y);
+        if (cols == 0)
+        {
+            return;
+        }
         CpuParallel.For(rows, cols * 4L, (start, end) =>
         {
             for (var i = start; i < end; i++)
@@ -181,6 +185,11 @@ public sealed partial class CpuBackend : IBackend
         Check.Length(result.Length, rows, result.Describe());
         var xs = CpuArray(x);
         var rs = CpuArray(result);
+        if (cols == 0)
+        {
+            rs.AsSpan().Fill(float.NegativeInfinity);
+            return;
+        }
         CpuParallel.For(rows, cols * 4L, (start, end) =>
         {
             var scratch = ArrayPool<float>.Shared.Rent(cols);
@@ -268,7 +277,7 @@ public sealed partial class CpuBackend : IBackend
     }
 
     /// <summary>The host elements of a tensor, with an error naming it when it lives elsewhere.</summary>
-    internal static Span<float> Cpu(Tensor t) => t.Span;
+    internal static Span<float> Cpu(Tensor t) => CpuArray(t).AsSpan();
 
     /// <summary>The backing array and offset of a CPU tensor, for lambdas that cannot capture spans.</summary>
     internal static ArraySegment<float> CpuArray(Tensor t)

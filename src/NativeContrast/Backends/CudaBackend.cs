@@ -14,7 +14,15 @@ public sealed partial class CudaBackend : IBackend
     /// <summary>Fixed cuBLAS workspace, so that GEMMs allocate nothing and can be captured (32 MiB covers Hopper's needs).</summary>
     private const long CublasWorkspaceBytes = 32L << 20;
 
+    /// <summary>Resident 256-thread blocks per multiprocessor that grid-stride kernels aim for (2048 threads: a full SM).</summary>
+    private const int StreamingBlocksPerMultiprocessor = 8;
+
     private readonly CudaStorage _cublasWorkspace;
+
+    /// <summary>Partials of the two-pass reductions; fixed size (see CudaBackend.Reduce.cs), reused by every op in stream order.</summary>
+    private readonly CudaStorage _reductionScratch;
+
+    private bool _disposed;
 
     /// <summary>Opens device <paramref name="ordinal"/>; throws <see cref="CudaUnavailableException"/> with the reason when it cannot.</summary>
     public CudaBackend(int ordinal = 0)
@@ -25,11 +33,20 @@ public sealed partial class CudaBackend : IBackend
             throw new CudaUnavailableException(why);
         }
         Context = new CudaContext(ordinal);
-        Stream = new CudaStream();
-        Module = KernelModule.Load();
-        Blas = new Cublas(Stream);
-        _cublasWorkspace = new CudaStorage(CublasWorkspaceBytes / sizeof(float));
-        Blas.SetWorkspace(_cublasWorkspace.Pointer, CublasWorkspaceBytes);
+        try
+        {
+            Stream = new CudaStream();
+            Module = KernelModule.Load();
+            Blas = new Cublas(Stream);
+            _cublasWorkspace = new CudaStorage(CublasWorkspaceBytes / sizeof(float));
+            Blas.SetWorkspace(_cublasWorkspace.Pointer, CublasWorkspaceBytes);
+            _reductionScratch = new CudaStorage(ReductionScratchFloats);
+        }
+        catch
+        {
+            Release();
+            throw;
+        }
     }
 
     public CudaContext Context { get; }
@@ -136,16 +153,37 @@ public sealed partial class CudaBackend : IBackend
     internal CudaKernel Kernel(string name) => Module[name];
 
     /// <summary>Blocks of <paramref name="threads"/> needed to cover <paramref name="count"/> items.</summary>
-    internal static uint Blocks(long count, int threads) => (uint)Math.Max(1, (count + threads - 1) / threads);
+    internal static uint Blocks(long count, int threads) => (uint)Math.Clamp((count + threads - 1) / threads, 1, int.MaxValue);
+
+    /// <summary>
+    /// Grid of a grid-stride kernel: enough blocks to cover <paramref name="count"/> items, but no more than fill the
+    /// device once, so large tensors loop instead of queuing waves of short-lived blocks.
+    /// </summary>
+    internal uint StreamingGrid(long count, int threads) =>
+        Math.Min(Blocks(count, threads), (uint)(Info.Multiprocessors * StreamingBlocksPerMultiprocessor * 256 / threads));
+
+    private ulong ReductionScratch => _reductionScratch.Pointer;
 
     public void Dispose()
     {
+        if (_disposed)
+        {
+            return;
+        }
+        _disposed = true;
         Context.MakeCurrent();
         _ = DriverApi.cuStreamSynchronize(Stream.Handle);
-        _cublasWorkspace.Dispose();
-        Blas.Dispose();
-        Module.Dispose();
-        Stream.Dispose();
+        Release();
+    }
+
+    /// <summary>Frees whatever the constructor got to create, in reverse order (members are null after a failed construction).</summary>
+    private void Release()
+    {
+        _reductionScratch?.Dispose();
+        _cublasWorkspace?.Dispose();
+        Blas?.Dispose();
+        Module?.Dispose();
+        Stream?.Dispose();
         Context.Dispose();
     }
 }

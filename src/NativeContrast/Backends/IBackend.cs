@@ -36,7 +36,10 @@ public partial interface IBackend : IDisposable
     /// <summary>A new zero-filled tensor owning its storage.</summary>
     Tensor Allocate(TensorShape shape, string? name = null);
 
-    /// <summary>Copies host elements into a tensor of this backend (asynchronous on a device; the source must outlive the copy or be pinned).</summary>
+    /// <summary>
+    /// Copies host elements into a tensor of this backend. On a device the call returns once the copy is done, since
+    /// the span may be pageable memory that is gone afterwards (CudaBackend.CopyFromPinnedAsync is the overlapping path).
+    /// </summary>
     void CopyFromHost(ReadOnlySpan<float> source, Tensor destination);
 
     /// <summary>Copies a tensor's elements to the host, waiting for all work queued before it.</summary>
@@ -83,7 +86,7 @@ public partial interface IBackend : IDisposable
     /// <summary>y[i, :] ← softmax(x[i, :]), max-shifted.</summary>
     void SoftmaxRows(Tensor x, Tensor y);
 
-    /// <summary>result[i] ← log Σ_j exp(x[i, j]), max-shifted.</summary>
+    /// <summary>result[i] ← log Σ_j exp(x[i, j]), max-shifted (−∞ for an empty row).</summary>
     void LogSumExpRows(Tensor x, Tensor result);
 
     /// <summary>y[i, :] ← x[i, :] / max(‖x[i, :]‖, eps); norms[i] ← ‖x[i, :]‖.</summary>
@@ -92,9 +95,13 @@ public partial interface IBackend : IDisposable
     /// <summary>dx from dy for <see cref="L2NormalizeRows"/>: dx = (dy − y·⟨y, dy⟩) / max(‖x‖, eps).</summary>
     void L2NormalizeRowsBackward(Tensor y, Tensor norms, Tensor dy, Tensor dx, float eps = 1e-12f);
 
-    /// <summary>Uniform [0, 1) from Philox-4x32-10; element i is word i mod 4 of block (seed, counter = offset·2^32... see <see cref="Philox"/>).</summary>
+    /// <summary>
+    /// Uniform [0, 1) from Philox-4x32-10: element i is word i mod 4 of the block with key <paramref name="seed"/> and
+    /// counter (i / 4, <paramref name="offset"/>), as <see cref="Philox"/> documents; the same on every backend, bit for bit.
+    /// Use a new offset (or seed) for each draw: the same pair gives the same numbers.
+    /// </summary>
     void RandomUniform(Tensor tensor, ulong seed, ulong offset);
 
-    /// <summary>Normal(mean, std) from the same Philox stream through Box–Muller (see <see cref="Philox"/>).</summary>
+    /// <summary>Normal(mean, std) from the same Philox blocks through Box–Muller (see <see cref="Philox"/>).</summary>
     void RandomNormal(Tensor tensor, ulong seed, ulong offset, float mean = 0f, float std = 1f);
 }

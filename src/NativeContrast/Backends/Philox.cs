@@ -8,8 +8,10 @@ using System.Runtime.CompilerServices;
 /// The stream: key = (seed low 32 bits, seed high 32 bits); element i of a tensor comes from block b = i / 4,
 /// word i mod 4, where the block's counter is (b low, b high, offset low, offset high).
 /// Uniform: (word &gt;&gt; 8)·2^-24 in [0, 1). Normal: Box–Muller on the block's words, (w0, w1) → elements 4b, 4b+1
-/// and (w2, w3) → 4b+2, 4b+3, with u = ((w &gt;&gt; 8) + 1)·2^-24 in (0, 1] so the logarithm is finite.
-/// native/philox.cu implements the same function.
+/// and (w2, w3) → 4b+2, 4b+3: r = sqrt(−2·ln u1) with u1 = ((w0 &gt;&gt; 8) + 1)·2^-24 in (0, 1] (so the logarithm is
+/// finite), θ = 2π·uniform(w1), giving (r·cos θ, r·sin θ), each then mean + std·z, all in float32, rounded step by step.
+/// native/philox.cu implements the same function: uniforms agree bit for bit, normals up to the last-place rounding
+/// of log, sin and cos.
 /// </summary>
 public static class Philox
 {
@@ -59,24 +61,43 @@ public static class Philox
     /// <summary>Fills <paramref name="destination"/> with elements [start, start + length) of the uniform stream.</summary>
     public static void FillUniform(Span<float> destination, ulong seed, ulong offset, long start = 0)
     {
-        for (var i = 0; i < destination.Length; i++)
+        Span<float> values = stackalloc float[4];
+        for (var i = 0; i < destination.Length;)
         {
+            // One Philox block gives four elements; start need not be a multiple of four.
             var index = (ulong)(start + i);
             var (x0, x1, x2, x3) = Block(seed, index >> 2, offset);
-            var word = (index & 3) switch { 0 => x0, 1 => x1, 2 => x2, _ => x3 };
-            destination[i] = ToUniform(word);
+            values[0] = ToUniform(x0);
+            values[1] = ToUniform(x1);
+            values[2] = ToUniform(x2);
+            values[3] = ToUniform(x3);
+            i += CopyFromBlock(values, (int)(index & 3), destination[i..]);
         }
     }
 
     /// <summary>Fills <paramref name="destination"/> with elements [start, start + length) of the normal stream.</summary>
     public static void FillNormal(Span<float> destination, ulong seed, ulong offset, float mean, float std, long start = 0)
     {
-        for (var i = 0; i < destination.Length; i++)
+        Span<float> values = stackalloc float[4];
+        for (var i = 0; i < destination.Length;)
         {
             var index = (ulong)(start + i);
             var (x0, x1, x2, x3) = Block(seed, index >> 2, offset);
-            var (a, b) = (index & 2) == 0 ? BoxMuller(x0, x1) : BoxMuller(x2, x3);
-            destination[i] = mean + (std * ((index & 1) == 0 ? a : b));
+            var (a, b) = BoxMuller(x0, x1);
+            var (c, d) = BoxMuller(x2, x3);
+            values[0] = mean + (std * a);
+            values[1] = mean + (std * b);
+            values[2] = mean + (std * c);
+            values[3] = mean + (std * d);
+            i += CopyFromBlock(values, (int)(index & 3), destination[i..]);
         }
+    }
+
+    /// <summary>Copies a block's values from word <paramref name="first"/> on into the destination; returns how many.</summary>
+    private static int CopyFromBlock(ReadOnlySpan<float> block, int first, Span<float> destination)
+    {
+        var count = Math.Min(4 - first, destination.Length);
+        block.Slice(first, count).CopyTo(destination);
+        return count;
     }
 }

@@ -14,14 +14,24 @@ public sealed unsafe class Cublas : IDisposable
     {
         CudaCheck.Cublas(CublasApi.cublasCreate(out _handle), "cublasCreate");
         CudaCheck.Cublas(CublasApi.cublasSetStream(_handle, stream.Handle), "cublasSetStream");
-        CudaCheck.Cublas(CublasApi.cublasGetVersion(_handle, out var version), "cublasGetVersion");
-        Version = version;
+        Version = LoadedVersion();
     }
 
-    /// <summary>cuBLAS's version integer (major·10000 + minor·100 + patch for 12 and later).</summary>
-    public int Version { get; }
+    /// <summary>The loaded cuBLAS library's version (major.minor.patch).</summary>
+    public Version Version { get; }
 
-    public string VersionText => Version >= 10000 ? $"{Version / 10000}.{Version / 100 % 100}.{Version % 100}" : $"{Version / 1000}.{Version / 100 % 10}.{Version % 100}";
+    /// <summary>The version of the cuBLAS library this process loads, read from its properties (no handle needed).</summary>
+    /// <remarks>Asked part by part: the packing of cublasGetVersion's single integer has changed between releases.</remarks>
+    public static Version LoadedVersion()
+    {
+        CudaCheck.Cublas(CublasApi.cublasGetProperty(CublasApi.PropertyMajor, out var major), "cublasGetProperty(MAJOR_VERSION)");
+        CudaCheck.Cublas(CublasApi.cublasGetProperty(CublasApi.PropertyMinor, out var minor), "cublasGetProperty(MINOR_VERSION)");
+        CudaCheck.Cublas(CublasApi.cublasGetProperty(CublasApi.PropertyPatch, out var patch), "cublasGetProperty(PATCH_LEVEL)");
+        return new Version(major, minor, patch);
+    }
+
+    /// <summary>The file the cuBLAS library was loaded from (after the first cuBLAS call), for `nativecontrast info`.</summary>
+    public static string? LibraryFile => NativeLibraries.LoadedPath(NativeLibraries.ResolvedCublas);
 
     /// <summary>Null when cuBLAS can be loaded, else the one-line reason.</summary>
     public static string? WhyUnavailable()
@@ -57,8 +67,7 @@ public sealed unsafe class Cublas : IDisposable
     /// <summary>Row-major C[m, n] ← alpha·op(A)[m, k]·op(B)[k, n] + beta·C, fp32 in and out.</summary>
     public void Gemm(ulong a, bool transposeA, ulong b, bool transposeB, ulong c, int m, int n, int k, float alpha, float beta, MatmulPrecision precision)
     {
-        var lda = transposeA ? m : k;
-        var ldb = transposeB ? k : n;
+        var (lda, ldb) = LeadingDimensions(transposeA, transposeB, m, n, k);
         CudaCheck.Cublas(
             CublasApi.cublasGemmEx(
                 Handle, transposeB ? CublasApi.OpT : CublasApi.OpN, transposeA ? CublasApi.OpT : CublasApi.OpN, n, m, k,
@@ -70,8 +79,7 @@ public sealed unsafe class Cublas : IDisposable
     /// <summary>The same as <see cref="Gemm"/> for <paramref name="batch"/> matrices laid out back to back.</summary>
     public void GemmStridedBatched(ulong a, bool transposeA, ulong b, bool transposeB, ulong c, int m, int n, int k, int batch, float alpha, float beta, MatmulPrecision precision)
     {
-        var lda = transposeA ? m : k;
-        var ldb = transposeB ? k : n;
+        var (lda, ldb) = LeadingDimensions(transposeA, transposeB, m, n, k);
         CudaCheck.Cublas(
             CublasApi.cublasGemmStridedBatchedEx(
                 Handle, transposeB ? CublasApi.OpT : CublasApi.OpN, transposeA ? CublasApi.OpT : CublasApi.OpN, n, m, k,
@@ -79,6 +87,10 @@ public sealed unsafe class Cublas : IDisposable
                 &beta, c, CublasApi.DataFloat32, n, (long)m * n, batch, ComputeType(precision), CublasApi.GemmDefault),
             $"cublasGemmStridedBatchedEx(m={m}, n={n}, k={k}, batch={batch})");
     }
+
+    /// <summary>Row lengths of the row-major operands; cuBLAS rejects a leading dimension below 1 even when k is 0.</summary>
+    private static (int Lda, int Ldb) LeadingDimensions(bool transposeA, bool transposeB, int m, int n, int k) =>
+        (Math.Max(1, transposeA ? m : k), Math.Max(1, transposeB ? k : n));
 
     private static int ComputeType(MatmulPrecision precision) => precision switch
     {

@@ -24,6 +24,11 @@ internal static unsafe partial class CublasApi
 
     public const int GemmDefault = -1;
 
+    // libraryPropertyType (library_types.h)
+    public const int PropertyMajor = 0;
+    public const int PropertyMinor = 1;
+    public const int PropertyPatch = 2;
+
     [LibraryImport(NativeLibraries.Cublas, EntryPoint = "cublasCreate_v2")]
     public static partial int cublasCreate(out IntPtr handle);
 
@@ -39,8 +44,8 @@ internal static unsafe partial class CublasApi
     [LibraryImport(NativeLibraries.Cublas)]
     public static partial int cublasSetWorkspace_v2(IntPtr handle, ulong workspace, nuint bytes);
 
-    [LibraryImport(NativeLibraries.Cublas, EntryPoint = "cublasGetVersion_v2")]
-    public static partial int cublasGetVersion(IntPtr handle, out int version);
+    [LibraryImport(NativeLibraries.Cublas)]
+    public static partial int cublasGetProperty(int type, out int value);
 
     [LibraryImport(NativeLibraries.Cublas)]
     public static partial IntPtr cublasGetStatusName(int status);

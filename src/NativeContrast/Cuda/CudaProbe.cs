@@ -45,6 +45,12 @@ public static class CudaProbe
         }
     }
 
+    /// <summary>The CUDA driver library this process loaded (after <see cref="InitializeDriver"/>), or null.</summary>
+    public static string? DriverLibraryFile => NativeLibraries.LoadedPath(NativeLibraries.ResolvedDriver);
+
+    /// <summary>Oldest compute capability the fatbin has code for (Ampere: TF32 and BF16 tensor cores).</summary>
+    public const int MinimumComputeMajor = 8;
+
     /// <summary>Null when device <paramref name="ordinal"/> can run the engine's CUDA backend, else the one-line reason.</summary>
     public static string? WhyUnavailable(int ordinal = 0)
     {
@@ -53,20 +59,29 @@ public static class CudaProbe
         {
             return driver;
         }
-        CudaCheck.Driver(DriverApi.cuDeviceGetCount(out var count), "cuDeviceGetCount");
-        if (count == 0)
+        try
         {
-            return "no CUDA device: the driver reports 0 devices";
+            CudaCheck.Driver(DriverApi.cuDeviceGetCount(out var count), "cuDeviceGetCount");
+            if (count == 0)
+            {
+                return "no CUDA device: the driver reports 0 devices";
+            }
+            if (ordinal < 0 || ordinal >= count)
+            {
+                return $"no CUDA device {ordinal}: the driver reports {count} device(s)";
+            }
+            CudaCheck.Driver(DriverApi.cuDeviceGet(out var device, ordinal), "cuDeviceGet");
+            var major = CudaDeviceInfo.Attribute(device, DriverApi.AttrComputeCapabilityMajor);
+            if (major < MinimumComputeMajor)
+            {
+                var minor = CudaDeviceInfo.Attribute(device, DriverApi.AttrComputeCapabilityMinor);
+                return $"CUDA device {ordinal} has compute capability {major}.{minor}; the kernels need {MinimumComputeMajor}.0 or later";
+            }
         }
-        if (ordinal < 0 || ordinal >= count)
+        catch (CudaException e)
         {
-            return $"no CUDA device {ordinal}: the driver reports {count} device(s)";
+            return $"the CUDA driver cannot describe device {ordinal}: {e.Message}";
         }
-        var cublas = Cublas.WhyUnavailable();
-        if (cublas is not null)
-        {
-            return cublas;
-        }
-        return KernelModule.Locate() is null ? KernelModule.NotFoundMessage : null;
+        return Cublas.WhyUnavailable() ?? KernelModule.WhyNotFound();
     }
 }

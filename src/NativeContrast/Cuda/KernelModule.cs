@@ -9,9 +9,6 @@ public sealed class KernelModule : IDisposable
     public const string FileName = "nativecontrast.fatbin";
     public const string EnvironmentVariable = "NATIVECONTRAST_KERNELS";
 
-    internal const string NotFoundMessage =
-        "no kernel module: " + FileName + " was not found (set " + EnvironmentVariable + ", or build with nvcc and CMake on PATH)";
-
     private readonly Dictionary<string, CudaKernel> _kernels = [];
     private IntPtr _module;
 
@@ -28,20 +25,28 @@ public sealed class KernelModule : IDisposable
     public string Path { get; }
 
     /// <summary>The module file this process would load, or null.</summary>
-    public static string? Locate()
+    public static string? Locate() => Locate(Environment.GetEnvironmentVariable(EnvironmentVariable), AppContext.BaseDirectory);
+
+    /// <summary>Null when <see cref="Locate()"/> finds the module, else the one-line reason it does not.</summary>
+    public static string? WhyNotFound() => WhyNotFound(Environment.GetEnvironmentVariable(EnvironmentVariable), AppContext.BaseDirectory);
+
+    /// <summary>
+    /// The search, given the variable's value and the assembly's folder: a set variable decides alone (a wrong path
+    /// is an error, not a reason to load some other build); else beside the assembly (a publish, a build output);
+    /// else build/native/ in the folder or any folder above it (a source checkout).
+    /// </summary>
+    internal static string? Locate(string? fromEnvironment, string baseDirectory)
     {
-        var fromEnvironment = Environment.GetEnvironmentVariable(EnvironmentVariable);
         if (!string.IsNullOrEmpty(fromEnvironment))
         {
-            return File.Exists(fromEnvironment) ? fromEnvironment : null;
+            return File.Exists(fromEnvironment) ? System.IO.Path.GetFullPath(fromEnvironment) : null;
         }
-        var here = AppContext.BaseDirectory;
-        var beside = System.IO.Path.Combine(here, FileName);
+        var beside = System.IO.Path.Combine(baseDirectory, FileName);
         if (File.Exists(beside))
         {
             return beside;
         }
-        for (var dir = new DirectoryInfo(here); dir is not null; dir = dir.Parent)
+        for (var dir = new DirectoryInfo(baseDirectory); dir is not null; dir = dir.Parent)
         {
             var candidate = System.IO.Path.Combine(dir.FullName, "build", "native", FileName);
             if (File.Exists(candidate))
@@ -52,18 +57,22 @@ public sealed class KernelModule : IDisposable
         return null;
     }
 
+    internal static string? WhyNotFound(string? fromEnvironment, string baseDirectory)
+    {
+        if (Locate(fromEnvironment, baseDirectory) is not null)
+        {
+            return null;
+        }
+        return string.IsNullOrEmpty(fromEnvironment)
+            ? $"no kernel module: {FileName} is neither beside {baseDirectory} nor in a build/native/ folder above it (set {EnvironmentVariable}, or build with nvcc and CMake on PATH)"
+            : $"no kernel module: {EnvironmentVariable} names {fromEnvironment}, which does not exist";
+    }
+
     /// <summary>Loads the module into the current context.</summary>
     public static KernelModule Load()
     {
         var path = Locate();
-        if (path is null)
-        {
-            var fromEnvironment = Environment.GetEnvironmentVariable(EnvironmentVariable);
-            throw new FileNotFoundException(string.IsNullOrEmpty(fromEnvironment)
-                ? NotFoundMessage
-                : $"{EnvironmentVariable} names {fromEnvironment}, which does not exist");
-        }
-        return new KernelModule(path);
+        return path is null ? throw new FileNotFoundException(WhyNotFound()) : new KernelModule(path);
     }
 
     /// <summary>The kernel with this extern "C" name; a missing one names the module to rebuild.</summary>
@@ -101,7 +110,9 @@ public sealed class KernelModule : IDisposable
 /// <summary>Grid or block dimensions.</summary>
 public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
 {
-    public static implicit operator Dim3(int x) => new((uint)x);
+    public static implicit operator Dim3(int x) => new(checked((uint)x));
+
+    public static implicit operator Dim3(uint x) => new(x);
 
     public override string ToString() => $"({X}, {Y}, {Z})";
 }

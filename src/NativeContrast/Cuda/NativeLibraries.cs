@@ -25,6 +25,41 @@ internal static class NativeLibraries
 
     public static string? ResolvedDriver { get; private set; }
 
+    /// <summary>
+    /// Where a loaded library lives: on Linux the full path the loader mapped (from /proc/self/maps, following the
+    /// soname to the versioned file), elsewhere the name it was loaded by.
+    /// </summary>
+    public static string? LoadedPath(string? fileName)
+    {
+        if (fileName is null || !OperatingSystem.IsLinux())
+        {
+            return fileName;
+        }
+        // "libcublas.so.12" is a link to "libcublas.so.12.8.4.1": match on the stem up to ".so".
+        var so = fileName.IndexOf(".so", StringComparison.Ordinal);
+        var stem = so < 0 ? fileName : fileName[..(so + 3)];
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/self/maps"))
+            {
+                var slash = line.IndexOf('/', StringComparison.Ordinal);
+                if (slash < 0)
+                {
+                    continue;
+                }
+                var name = Path.GetFileName(line.AsSpan(slash));
+                if (name.StartsWith(stem, StringComparison.Ordinal) && (name.Length == stem.Length || name[stem.Length] == '.'))
+                {
+                    return line[slash..];
+                }
+            }
+        }
+        catch (IOException)
+        {
+        }
+        return fileName;
+    }
+
 #pragma warning disable CA2255 // A module initializer is the documented place to install a DllImport resolver.
     [ModuleInitializer]
 #pragma warning restore CA2255

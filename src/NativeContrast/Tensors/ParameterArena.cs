@@ -107,10 +107,27 @@ public sealed class ParameterArena : IDisposable
         (var views, TrainableLength, Length) = layout.Place();
         Views = views;
         _byName = views.ToDictionary(v => v.Name);
-        Values = backend.Allocate(new TensorShape(checked((int)Length)));
-        Gradients = backend.Allocate(new TensorShape(checked((int)TrainableLength)));
-        OptimizerState = backend.Allocate(new TensorShape(optimizerStateSlots, checked((int)TrainableLength)));
         StateSlots = optimizerStateSlots;
+        Values = backend.Allocate(new TensorShape(checked((int)Length)), "parameters");
+        try
+        {
+            Gradients = backend.Allocate(new TensorShape(checked((int)TrainableLength)), "gradients");
+            try
+            {
+                OptimizerState = backend.Allocate(new TensorShape(optimizerStateSlots, checked((int)TrainableLength)), "optimizer state");
+            }
+            catch
+            {
+                Gradients.Dispose();
+                throw;
+            }
+        }
+        catch
+        {
+            // Device memory is the scarce resource: a failed arena must not keep what it already allocated.
+            Values.Dispose();
+            throw;
+        }
     }
 
     public IBackend Backend { get; }

@@ -37,8 +37,19 @@ public readonly struct TensorShape : IEquatable<TensorShape>
 
     public ReadOnlySpan<int> Dims => _dims;
 
-    /// <summary>Rows of the matrix this shape is read as: every axis but the last, flattened.</summary>
-    public int Rows => Rank == 0 ? 1 : checked((int)(Length / Math.Max(1, this[-1])));
+    /// <summary>Rows of the matrix this shape is read as: every axis but the last, flattened ([6, 0] has 6 rows).</summary>
+    public int Rows
+    {
+        get
+        {
+            long rows = 1;
+            for (var axis = 0; axis < Rank - 1; axis++)
+            {
+                rows *= _dims![axis];
+            }
+            return checked((int)rows);
+        }
+    }
 
     /// <summary>Columns of the matrix this shape is read as: the last axis.</summary>
     public int Cols => Rank == 0 ? 1 : this[-1];
