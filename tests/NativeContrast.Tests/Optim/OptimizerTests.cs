@@ -379,4 +379,14 @@ public class OptimizerTests
         }
         Assert.That(covered.Sum(), Is.EqualTo(arena.Views.Where(v => v.IsTrainable).Sum(v => v.Length)), "padding is never covered");
     }
+
+    [Test]
+    public void ResNet50FixtureHasTorchvisionsParameters()
+    {
+        var (views, trainableLength, _) = ResNet50Layout().Place();
+        var trainable = views.Where(v => v.IsTrainable).ToArray();
+        Assert.That(trainable, Has.Length.EqualTo(161));
+        Assert.That(trainable.Sum(v => v.Length), Is.EqualTo(25_557_032));
+        Assert.That(trainableLength, Is.GreaterThanOrEqualTo(25_557_032).And.LessThan(25_557_032 + (161 * ArenaLayout.AlignmentElements)));
+    }
 }
