@@ -179,7 +179,7 @@ extern "C" __global__ void nc_optim_chunk_sum_squares(const float* __restrict__ 
 }
 
 // One block (a multiple of 32 threads): reduces every chunk's sum g^2 to the global gradient norm and the clip scale
-// min(1, max_norm / (norm + 1e-6)) (1 when max_norm <= 0), written to scalars[0] and scalars[1]; then, when
+// min(1, max_norm / (norm + 1e-6)) (1 when max_norm <= 0; NaN when the norm is NaN), written to scalars[0] and scalars[1]; then, when
 // trust != null, one warp per segment turns the segment's partial sums into its LARS trust ratio
 // eta*||w|| / (||c*g|| + wd*||w||) (1 for excluded segments, or when ||w|| or ||g|| is 0).
 extern "C" __global__ void nc_optim_finalize_norms(const float* __restrict__ partial_w, const float* __restrict__ partial_g,
@@ -191,7 +191,9 @@ extern "C" __global__ void nc_optim_finalize_norms(const float* __restrict__ par
     for (int i = threadIdx.x; i < chunk_count; i += blockDim.x) total = __fadd_rn(total, partial_g[i]);
     total = nc::block_sum(total, scratch);
     const float norm = __fsqrt_rn(total);
-    const float scale = max_norm > 0.f ? fminf(1.f, __fdiv_rn(max_norm, __fadd_rn(norm, 1e-6f))) : 1.f;
+    // Written so that a NaN norm gives a NaN scale (as PyTorch's clamp does): a diverged step is not hidden.
+    const float ratio = max_norm > 0.f ? __fdiv_rn(max_norm, __fadd_rn(norm, 1e-6f)) : 1.f;
+    const float scale = ratio >= 1.f ? 1.f : ratio;
     if (threadIdx.x == 0) {
         scalars[0] = norm;
         scalars[1] = scale;

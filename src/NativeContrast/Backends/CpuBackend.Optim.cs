@@ -132,7 +132,8 @@ public sealed partial class CpuBackend
             total += pg[c];
         }
         var norm = (float)Math.Sqrt(total);
-        var scale = maxNorm > 0f ? MathF.Min(1f, maxNorm / (norm + 1e-6f)) : 1f;
+        var ratio = maxNorm > 0f ? maxNorm / (norm + 1e-6f) : 1f;
+        var scale = ratio >= 1f ? 1f : ratio;
         Cpu(plan.GradientNorm)[0] = norm;
         Cpu(plan.ClipScale)[0] = scale;
         if (lars is { } args)

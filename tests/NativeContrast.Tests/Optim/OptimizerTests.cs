@@ -278,6 +278,19 @@ public class OptimizerTests
     }
 
     [Test]
+    public void ClippingANonFiniteNormPoisonsTheWholeStepAsPyTorchDoes()
+    {
+        using var arena = new ParameterArena(_cpu, SmallLayout(), optimizerStateSlots: 1);
+        Randomise(arena, seed: 15);
+        _cpu.CopyFromHost([float.NaN], arena.Gradient(arena["stem.weight"]));
+        using var sgd = new Sgd(arena, learningRate: 0.1f, chunkLength: SmallChunks) { Clipping = new GradientClipping(1f) };
+        sgd.Step();
+        Assert.That(Read(arena, sgd.Plan.ClipScale)[0], Is.NaN);
+        var bias = Read(arena, arena.Value(arena["conv.bias"]));
+        Assert.That(bias, Is.All.NaN, "a view with finite gradients is not silently stepped with scale 1");
+    }
+
+    [Test]
     public void LarsTrustRatiosUseTheClippedGradientNorm()
     {
         using var arena = new ParameterArena(_cpu, SmallLayout(), optimizerStateSlots: 1);
