@@ -11,6 +11,10 @@ using NativeContrast.Tensors;
 /// <see cref="OptimizerPlan.Segments"/> entry. The velocity (which includes the learning rate, as in SimCLR's
 /// optimiser) is the arena's optimizer state slot 0. SimCLR's recipe: lr 0.3·batch/256 (or 0.075·√batch),
 /// μ 0.9, wd 1e-6, η 0.001, warm-up 10 epochs then cosine.
+/// <para>
+/// SimCLR's TensorFlow optimiser divides by ‖g + wd·w‖ where this (like the LARS paper and solo-learn) divides by
+/// ‖g‖ + wd·‖w‖; the two differ by at most wd·‖w‖ / ‖g‖ relative, about 1e-6 with SimCLR's decay.
+/// </para>
 /// </summary>
 public sealed class Lars : Optimizer
 {
