@@ -13,7 +13,8 @@ using NativeContrast.Tensors;
 /// μ 0.9, wd 1e-6, η 0.001, warm-up 10 epochs then cosine.
 /// <para>
 /// SimCLR's TensorFlow optimiser divides by ‖g + wd·w‖ where this (like the LARS paper and solo-learn) divides by
-/// ‖g‖ + wd·‖w‖; the two differ by at most wd·‖w‖ / ‖g‖ relative, about 1e-6 with SimCLR's decay.
+/// ‖g‖ + wd·‖w‖; the denominators differ by at most 2·wd·‖w‖, small next to ‖g‖ with SimCLR's wd = 1e-6
+/// unless the gradients are tiny next to the weights.
 /// </para>
 /// </summary>
 public sealed class Lars : Optimizer
