@@ -191,6 +191,7 @@ extern "C" __global__ void __launch_bounds__(1024, 1) nc_sinkhorn_fused(
     for (int i0 = 0; i0 < owned; i0 += R) {
         const int count = min(R, owned - i0);
         const float* source = scores + static_cast<int64_t>(row0 + i0) * cols;
+#pragma unroll 2  // 2 x R independent loads in flight per thread
         for (int k = tid; k < cols; k += threads) {
             float v[R];
             float top = -INFINITY;
@@ -243,6 +244,7 @@ extern "C" __global__ void __launch_bounds__(1024, 1) nc_sinkhorn_fused(
                 m[r] = -INFINITY;
                 s[r] = 0.f;
             }
+#pragma unroll 2
             for (int k = tid; k < cols; k += threads) {
                 const float cm = col_max[k], lr = col_b[k];
 #pragma unroll
