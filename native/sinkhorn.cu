@@ -325,6 +325,7 @@ extern "C" __global__ void nc_sinkhorn_column_combine(const float* __restrict__ 
     if (k >= cols) return;
     if (lse) {
         float m = -INFINITY, s = 0.f;
+#pragma unroll 8  // independent loads in flight; the chunk loop is short but latency-bound
         for (int c = 0; c < chunks; ++c) {
             nc_sinkhorn::lse_merge(m, s, partials[static_cast<int64_t>(c) * cols + k],
                                    partials[static_cast<int64_t>(chunks + c) * cols + k], scale);
@@ -333,6 +334,7 @@ extern "C" __global__ void nc_sinkhorn_column_combine(const float* __restrict__ 
         lr[k] = neg_log2_cols - log2f(s);
     } else {
         float total = 0.f;
+#pragma unroll 8
         for (int c = 0; c < chunks; ++c) total += partials[static_cast<int64_t>(c) * cols + k];
         lr[k] = lr[k] + (neg_log2_cols - log2f(total));
     }
