@@ -12,7 +12,7 @@ public enum SinkhornPath
     /// <summary>One cooperative launch; throws when the device or K does not allow it.</summary>
     Fused,
 
-    /// <summary>One launch per half-step (2n + 1 reads of the scores); works for any K.</summary>
+    /// <summary>One launch per half-step: 3n launches, 2n reads of the scores; works for any K.</summary>
     MultiPass,
 }
 
