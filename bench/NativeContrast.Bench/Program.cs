@@ -48,7 +48,11 @@ public static class Program
     private static readonly IBenchSuite[] Suites =
     [
         new CoreBench(),
+        new ContrastiveBench(),
+        new SinkhornBench(),
         new OptimBench(),
+        new ResNetBench(),
+        new AugmentBench(),
     ];
 
     public static int Main(string[] args)

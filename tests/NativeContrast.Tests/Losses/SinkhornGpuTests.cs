@@ -1,0 +1,142 @@
+namespace NativeContrast.Tests.Losses;
+
+using NativeContrast.Backends;
+using NativeContrast.Tensors;
+using NativeContrast.Tests.Support;
+
+/// <summary>native/sinkhorn.cu against the CPU twin: both Sinkhorn paths on awkward sizes, and the swapped loss.</summary>
+public class SinkhornGpuTests : GpuTestBase
+{
+    private const float Epsilon = 0.05f;
+
+    private static readonly int[] Rows = [1, 7, 33, 1000, 4100];
+    private static readonly int[] Cols = [3, 10, 300, 3000, 3001];
+    private static readonly SinkhornPath[] Paths = [SinkhornPath.Fused, SinkhornPath.MultiPass];
+
+    [TearDown]
+    public void ResetPath()
+    {
+        Gpu.SinkhornPath = SinkhornPath.Auto;
+        Gpu.SinkhornCachedRowsLimit = null;
+    }
+
+    private (float[] Gpu, float[] Cpu) Codes(float[] scores, int rows, int cols, int iterations, SinkhornOutput output)
+    {
+        var shape = new TensorShape(rows, cols);
+        using var cs = Cpu.FromArray(scores, shape, "scores");
+        using var cq = Cpu.Allocate(shape, "codes");
+        using var cw = Cpu.Allocate(new TensorShape(checked((int)Cpu.SinkhornWorkspaceLength(rows, cols))), "workspace");
+        Cpu.SinkhornCodes(cs, cq, cw, Epsilon, iterations, output);
+        using var gs = Gpu.Allocate(shape, "scores");
+        using var gq = Gpu.Allocate(shape, "codes");
+        using var gw = Gpu.Allocate(new TensorShape(checked((int)Gpu.SinkhornWorkspaceLength(rows, cols))), "workspace");
+        Gpu.CopyFromHost(scores, gs);
+        Gpu.Fill(gq, float.NaN);  // every element must be written
+        Gpu.SinkhornCodes(gs, gq, gw, Epsilon, iterations, output);
+        return (Numerics.ToArray(Gpu, gq), cq.Span.ToArray());
+    }
+
+    [Test]
+    public void CodesMatchCpuTwin(
+        [ValueSource(nameof(Rows))] int rows, [ValueSource(nameof(Cols))] int cols, [ValueSource(nameof(Paths))] SinkhornPath path)
+    {
+        Gpu.SinkhornPath = path;
+        var scores = Numerics.RandomArray(rows * cols, rows ^ cols);
+        var (gpu, cpu) = Codes(scores, rows, cols, 3, SinkhornOutput.Assignments);
+        Numerics.AssertClose(gpu, cpu, Numerics.Fp32Tolerance, $"{rows}x{cols} {path}");
+    }
+
+    [Test]
+    public void StreamedRowsMatchCpuTwin([Values(0, 1, 5)] int cachedRowsLimit, [Values(33, 1000, 4100)] int rows, [Values(300, 3001)] int cols)
+    {
+        // Caps the rows each block keeps on chip, so the fused kernel streams the others through its scratch slots.
+        Gpu.SinkhornPath = SinkhornPath.Fused;
+        Gpu.SinkhornCachedRowsLimit = cachedRowsLimit;
+        var scores = SinkhornReference.CosineScores(rows, cols, 16, seed: rows + cols);
+        var (gpu, cpu) = Codes(scores, rows, cols, 3, SinkhornOutput.Assignments);
+        Numerics.AssertClose(gpu, cpu, Numerics.Fp32Tolerance, $"{rows}x{cols}, at most {cachedRowsLimit} rows per block on chip");
+    }
+
+    [Test]
+    public void OutputFormsAndIterationCountsMatchCpuTwin(
+        [Values(1, 2, 10)] int iterations, [Values] SinkhornOutput output, [ValueSource(nameof(Paths))] SinkhornPath path)
+    {
+        Gpu.SinkhornPath = path;
+        var scores = SinkhornReference.CosineScores(1000, 300, 16, seed: 7);
+        var (gpu, cpu) = Codes(scores, 1000, 300, iterations, output);
+        Numerics.AssertClose(gpu, cpu, Numerics.Fp32Tolerance, $"{iterations} iterations, {output}, {path}");
+    }
+
+    [Test]
+    public void ExtremeScoresStayFiniteOnBothPaths([ValueSource(nameof(Paths))] SinkhornPath path)
+    {
+        Gpu.SinkhornPath = path;
+        const int rows = 1000, cols = 300;
+        var row = Numerics.RandomArray(cols, 3, scale: 1e6f);
+        var identical = Enumerable.Range(0, rows).SelectMany(_ => row).ToArray();
+        var (uniform, _) = Codes(identical, rows, cols, 3, SinkhornOutput.Assignments);
+        Numerics.AssertClose(uniform, Enumerable.Repeat(1.0 / cols, uniform.Length).ToArray(), 1e-6, "identical rows at 1e6");
+
+        var huge = Numerics.RandomArray(rows * cols, 5, scale: 1e4f);
+        var (gpu, cpu) = Codes(huge, rows, cols, 3, SinkhornOutput.Assignments);
+        // Both sides round S − max S (up to 2·10^4) in float32: the forward-error bound max|S/ε|·2^-24 applies.
+        Numerics.AssertClose(gpu, cpu, Numerics.Fp32Tolerance + (1e4 / Epsilon * Math.Pow(2, -24)), "scores up to 1e4");
+    }
+
+    [Test]
+    public void FusedCodesAreBitwiseReproducible()
+    {
+        Gpu.SinkhornPath = SinkhornPath.Fused;
+        var scores = Numerics.RandomArray(4100 * 3001, 9);
+        var (first, _) = Codes(scores, 4100, 3001, 3, SinkhornOutput.Assignments);
+        var (second, _) = Codes(scores, 4100, 3001, 3, SinkhornOutput.Assignments);
+        Assert.That(second, Is.EqualTo(first));
+    }
+
+    [Test]
+    public void MatrixThatFitsIsHeldOnChip()
+    {
+        Assume.That(Gpu.Info.MaxSharedMemoryPerBlockOptIn, Is.GreaterThanOrEqualTo(200 * 1024), "needs Hopper/Ampere-class shared memory");
+        var plan = Gpu.PlanSinkhorn(1000, 3000);
+        Assert.That(plan, Is.Not.Null);
+        Assert.That((long)plan!.Blocks * plan.CachedRows, Is.GreaterThanOrEqualTo(1000), plan.ToString());
+    }
+
+    [Test]
+    public void SwappedLossMatchesCpuTwin([Values(1, 7, 33, 1000)] int rows, [Values(3, 300, 3001, 9000)] int cols)
+    {
+        var shape = new TensorShape(rows, cols);
+        var scores = Numerics.RandomArray(rows * cols, rows + cols);
+        var codes = Numerics.RandomArray(rows * cols, cols, scale: 0.5f).Select(v => v + 0.5f).ToArray();
+        var initialGradient = Numerics.RandomArray(rows * cols, 1, scale: 1f / (rows * cols));
+        const float temperature = 0.1f, weight = 0.25f;
+
+        using var cp = Cpu.FromArray(scores, shape, "scores");
+        using var cq = Cpu.FromArray(codes, shape, "codes");
+        using var cl = Cpu.FromArray([2f], new TensorShape(1), "loss");
+        using var cr = Cpu.Allocate(new TensorShape(rows), "per-sample");
+        using var cg = Cpu.FromArray(initialGradient, shape, "gradient");
+        Cpu.SwappedPredictionLoss(cp, cq, temperature, cl, cr, cg, weight, accumulateLoss: true, accumulateGradient: true);
+
+        using var gp = Gpu.Allocate(shape, "scores");
+        using var gq = Gpu.Allocate(shape, "codes");
+        using var gl = Gpu.Allocate(new TensorShape(1), "loss");
+        using var gr = Gpu.Allocate(new TensorShape(rows), "per-sample");
+        using var gg = Gpu.Allocate(shape, "gradient");
+        Gpu.CopyFromHost(scores, gp);
+        Gpu.CopyFromHost(codes, gq);
+        Gpu.CopyFromHost([2f], gl);
+        Gpu.CopyFromHost(initialGradient, gg);
+        Gpu.SwappedPredictionLoss(gp, gq, temperature, gl, gr, gg, weight, accumulateLoss: true, accumulateGradient: true);
+
+        // Compare what was added, so the initial values cannot hide an error in the increments.
+        static float[] Added(float[] after, float[] before) => after.Select((v, i) => v - before[i]).ToArray();
+        Numerics.AssertClose(Numerics.ToArray(Gpu, gr), cr.Span, Numerics.Fp32Tolerance, "per-sample loss");
+        Numerics.AssertClose(Added(Numerics.ToArray(Gpu, gl), [2f]), Added(cl.Span.ToArray(), [2f]), Numerics.Fp32Tolerance, "added loss");
+        Numerics.AssertClose(Added(Numerics.ToArray(Gpu, gg), initialGradient), Added(cg.Span.ToArray(), initialGradient), Numerics.Fp32Tolerance, "added gradient");
+
+        Gpu.SwappedPredictionLoss(gp, gq, temperature, gl, gr, null);
+        Cpu.SwappedPredictionLoss(cp, cq, temperature, cl, cr, null);
+        Numerics.AssertClose(Numerics.ToArray(Gpu, gl), cl.Span, Numerics.Fp32Tolerance, "loss without gradient");
+    }
+}
