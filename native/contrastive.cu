@@ -51,6 +51,9 @@ template <Format F, int DP> struct Tiling {
     static constexpr bool kBf16 = F == Format::Bf16;
     // Column tile: 64 rows, or 32 at DP = 256 so that the resident row tile plus two column tiles fit 227 KiB.
     static constexpr int kColTile = DP == 256 ? 32 : 64;
+    // The InfoNCE sweep also rescales its 16 x DP accumulator every tile; at DP = 256 narrower column tiles keep
+    // it within 255 registers without spilling (8 for the split-operand fp32 mode, 16 = one bf16 k-step otherwise).
+    static constexpr int kSweepColTile = DP == 256 ? (F == Format::Fp32 ? 8 : 16) : kColTile;
     // Row stride in shared memory (elements). The padding (16 bytes) makes every fragment load conflict-free:
     // fp32 stride = 4 mod 32 words; bf16 stride = DP/2 + 4 words with DP/8 even, so ldmatrix rows hit
     // distinct 16-byte bank groups.
@@ -221,7 +224,9 @@ __device__ __forceinline__ void similarity_tile(const typename Elem<F>::T* sQ, c
         }
     } else {
         const int g = lane >> 2, t = lane & 3;
-#pragma unroll
+        // Partial unrolling: at DP = 256 the fully unrolled loop hoists enough loads to spill next to the
+        // 16 x 256 accumulator of the second product.
+#pragma unroll 8
         for (int k0 = 0; k0 < DP; k0 += 8) {
             const float af[4] = {sQ[g * S + k0 + t], sQ[(g + 8) * S + k0 + t], sQ[g * S + k0 + t + 4],
                                  sQ[(g + 8) * S + k0 + t + 4]};
@@ -456,7 +461,7 @@ __device__ __forceinline__ void infonce_sweep(const typename Elem<F>::T* __restr
                                               float* __restrict__ weighted) {
     using Tl = Tiling<F, DP>;
     using T = typename Tl::T;
-    constexpr int BN = Tl::kColTile, S = Tl::kStride;
+    constexpr int BN = Tl::kSweepColTile, S = Tl::kStride;
     extern __shared__ __align__(16) unsigned char shared_raw[];
     T* sQ = reinterpret_cast<T*>(shared_raw);
     T* sK = sQ + kRowTile * S;
@@ -589,12 +594,18 @@ __device__ __forceinline__ double block_sum_double(double v, double* scratch) {
 }  // namespace nc_contrastive
 
 // ===============================================================================================================
+// ptxas 11.8 for sm_90 crashes (SIGSEGV) on -lineinfo PTX whose first instruction after the parameter loads lies in
+// an inlined function's scope. Every entry point therefore starts with a check of its own, on a parameter.
+#define NC_CONTRASTIVE_ENTRY_GUARD(count) \
+    if ((count) <= 0) return
+
 // Entry points. The tiled kernels exist per (format, padded dim): fp32 | tf32 | bf16  x  d64 | d128 | d256.
 
 #define NC_CONTRASTIVE_TILED(FORMAT, NAME, DP)                                                                      \
     extern "C" __global__ void __launch_bounds__(nc_contrastive::kThreads)                                          \
         nc_contrastive_ntxent_forward_##NAME##_d##DP(const void* operand, int rows, float logitScale,             \
                                                     int tilesPerSplit, float* partial, float* positive) {          \
+        NC_CONTRASTIVE_ENTRY_GUARD(tilesPerSplit);                                                                  \
         nc_contrastive::ntxent_forward<FORMAT, DP>(                                                                 \
             static_cast<const nc_contrastive::Elem<FORMAT>::T*>(operand), rows, logitScale, tilesPerSplit, partial, \
             positive);                                                                                              \
@@ -603,6 +614,7 @@ __device__ __forceinline__ double block_sum_double(double v, double* scratch) {
         nc_contrastive_ntxent_backward_##NAME##_d##DP(const void* operand, const float* lse2, int rows,            \
                                                      int rowsPadded, float logitScale, int tilesPerSplit,          \
                                                      float* gradPartial) {                                         \
+        NC_CONTRASTIVE_ENTRY_GUARD(tilesPerSplit);                                                                  \
         nc_contrastive::ntxent_backward<FORMAT, DP>(static_cast<const nc_contrastive::Elem<FORMAT>::T*>(operand),  \
                                                     lse2, rows, rowsPadded, logitScale, tilesPerSplit,             \
                                                     gradPartial);                                                  \
@@ -611,6 +623,7 @@ __device__ __forceinline__ double block_sum_double(double v, double* scratch) {
         nc_contrastive_infonce_sweep_##NAME##_d##DP(const void* queries, const void* keys, int batch,              \
                                                    int queueLength, float logitScale, int tilesPerSplit,           \
                                                    float* partial, float* weighted) {                              \
+        NC_CONTRASTIVE_ENTRY_GUARD(tilesPerSplit);                                                                  \
         nc_contrastive::infonce_sweep<FORMAT, DP>(static_cast<const nc_contrastive::Elem<FORMAT>::T*>(queries),    \
                                                   static_cast<const nc_contrastive::Elem<FORMAT>::T*>(keys), batch, \
                                                   queueLength, logitScale, tilesPerSplit, partial, weighted);      \

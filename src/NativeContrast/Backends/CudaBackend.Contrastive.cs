@@ -40,7 +40,7 @@ public sealed partial class CudaBackend
         int splits = plan.ForwardSplits, tilesPerSplit = plan.ForwardTilesPerSplit;
         var logitScale = LogitScale(temperature);
         void** forward = stackalloc void*[] { &operand, &rows, &logitScale, &tilesPerSplit, &partial, &positive };
-        Kernel(plan.Tiling.Name(NtXentForwardKernels)).Launch(new Dim3((uint)(plan.RowsPadded / ContrastiveRowTile), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(false), Stream, forward);
+        Kernel(plan.Tiling.Name(NtXentForwardKernels)).Launch(new Dim3((uint)(plan.RowsPadded / ContrastiveRowTile), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.ColumnTile, false), Stream, forward);
 
         void** combine = stackalloc void*[] { &partial, &positive, &rows, &splits, &logitScale, &lse2, &rowStats };
         Kernel("nc_contrastive_ntxent_combine").Launch(Grid(rows, 256), 256, 0, Stream, combine);
@@ -60,7 +60,7 @@ public sealed partial class CudaBackend
         int rowsPadded = plan.RowsPadded, splits = plan.BackwardSplits, tilesPerSplit = plan.BackwardTilesPerSplit, dpad = plan.Tiling.PaddedDim;
         var logitScale = LogitScale(temperature);
         void** backward = stackalloc void*[] { &operand, &lse2, &rows, &rowsPadded, &logitScale, &tilesPerSplit, &gradPartial };
-        Kernel(plan.Tiling.Name(NtXentBackwardKernels)).Launch(new Dim3((uint)(rowsPadded / ContrastiveRowTile), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(true), Stream, backward);
+        Kernel(plan.Tiling.Name(NtXentBackwardKernels)).Launch(new Dim3((uint)(rowsPadded / ContrastiveRowTile), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.ColumnTile, true), Stream, backward);
 
         var gradFactor = gradScale / (rows * temperature);
         void** finalize = stackalloc void*[] { &zPointer, &rows, &dim, &invNorm, &gradPartial, &splits, &rowsPadded, &dpad, &gradFactor, &dzPointer };
@@ -115,7 +115,7 @@ public sealed partial class CudaBackend
         int queueLength = queue.Capacity, splits = plan.Splits, tilesPerSplit = plan.TilesPerSplit, dpad = plan.Tiling.PaddedDim;
         var logitScale = LogitScale(temperature);
         void** sweep = stackalloc void*[] { &queries, &keys, &batch, &queueLength, &logitScale, &tilesPerSplit, &partial, &weighted };
-        Kernel(plan.Tiling.Name(InfoNceSweepKernels)).Launch(new Dim3((uint)(plan.RowsPadded / ContrastiveRowTile), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(false), Stream, sweep);
+        Kernel(plan.Tiling.Name(InfoNceSweepKernels)).Launch(new Dim3((uint)(plan.RowsPadded / ContrastiveRowTile), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.SweepColumnTile, false), Stream, sweep);
 
         var gradFactor = gradScale / (batch * temperature);
         void** combine = stackalloc void*[] { &qPointer, &kPointer, &batch, &dim, &invNormQ, &partial, &weighted, &splits, &dpad, &logitScale, &gradFactor, &dqPointer, &rowStats };
@@ -278,8 +278,8 @@ public sealed partial class CudaBackend
         var rowsPadded = RoundUp(rows, ContrastiveRowTile);
         var rowTiles = rowsPadded / ContrastiveRowTile;
         var columnTiles = (rows + tiling.ColumnTile - 1) / tiling.ColumnTile;
-        var (forwardSplits, forwardTiles) = PlanSplits(tiling.Name(NtXentForwardKernels), tiling.SharedBytes(false), rowTiles, columnTiles);
-        var (backwardSplits, backwardTiles) = PlanSplits(tiling.Name(NtXentBackwardKernels), tiling.SharedBytes(true), rowTiles, columnTiles);
+        var (forwardSplits, forwardTiles) = PlanSplits(tiling.Name(NtXentForwardKernels), tiling.SharedBytes(tiling.ColumnTile, false), rowTiles, columnTiles);
+        var (backwardSplits, backwardTiles) = PlanSplits(tiling.Name(NtXentBackwardKernels), tiling.SharedBytes(tiling.ColumnTile, true), rowTiles, columnTiles);
         var layout = new WorkspaceLayout();
         return new NtXentPlan(
             tiling, rowsPadded, forwardSplits, forwardTiles, backwardSplits, backwardTiles,
@@ -297,8 +297,8 @@ public sealed partial class CudaBackend
     {
         var tiling = ContrastiveTiling.For(dim, precision);
         var rowsPadded = RoundUp(batch, ContrastiveRowTile);
-        var columnTiles = (queueLength + tiling.ColumnTile - 1) / tiling.ColumnTile;
-        var (splits, tilesPerSplit) = PlanSplits(tiling.Name(InfoNceSweepKernels), tiling.SharedBytes(false), rowsPadded / ContrastiveRowTile, columnTiles);
+        var columnTiles = (queueLength + tiling.SweepColumnTile - 1) / tiling.SweepColumnTile;
+        var (splits, tilesPerSplit) = PlanSplits(tiling.Name(InfoNceSweepKernels), tiling.SharedBytes(tiling.SweepColumnTile, false), rowsPadded / ContrastiveRowTile, columnTiles);
         var layout = new WorkspaceLayout();
         return new InfoNcePlan(
             tiling, rowsPadded, splits, tilesPerSplit,
@@ -340,7 +340,11 @@ public sealed partial class CudaBackend
     {
         public int PaddedDim => PaddedDims[DimIndex];
 
+        /// <summary>Column tile of the NT-Xent kernels.</summary>
         public int ColumnTile => PaddedDim == 256 ? 32 : 64;
+
+        /// <summary>Column tile of the InfoNCE sweep, narrower at 256 features to stay within 255 registers.</summary>
+        public int SweepColumnTile => PaddedDim == 256 ? (Format == (int)MatmulPrecision.Fp32 ? 8 : 16) : ColumnTile;
 
         public int ElementBytes => Format == (int)MatmulPrecision.Bf16 ? 2 : 4;
 
@@ -362,8 +366,8 @@ public sealed partial class CudaBackend
         public string Name(string[,] kernels) => kernels[Format, DimIndex];
 
         /// <summary>The resident row tile and two column tiles (+ two tiles of column log-sum-exps in the backward).</summary>
-        public int SharedBytes(bool columnLse) =>
-            ((ContrastiveRowTile + (2 * ColumnTile)) * Stride * ElementBytes) + (columnLse ? 2 * ColumnTile * sizeof(float) : 0);
+        public int SharedBytes(int columnTile, bool columnLse) =>
+            ((ContrastiveRowTile + (2 * columnTile)) * Stride * ElementBytes) + (columnLse ? 2 * columnTile * sizeof(float) : 0);
 
         public long OperandFloats(long rows) => rows * PaddedDim * ElementBytes / sizeof(float);
     }
