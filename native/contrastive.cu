@@ -37,7 +37,7 @@ enum class Format : int { Fp32 = 0, Tf32 = 1, Bf16 = 2 };
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * NC_WARP;
-constexpr int kRowTile = 64;  // rows per block, 16 per warp
+constexpr int kMaxBlockRows = 128;  // operand buffers are padded to a multiple of this many rows
 constexpr float kLn2 = 0.693147180559945309f;
 constexpr float kNormEps = 1e-12f;  // as L2NormalizeRows: y = x / max(|x|, eps)
 constexpr int kMaxDimPerLane = 8;   // warp-per-row kernels hold up to 256 features in registers
@@ -45,23 +45,31 @@ constexpr int kMaxDimPerLane = 8;   // warp-per-row kernels hold up to 256 featu
 template <Format F> struct Elem { using T = float; };
 template <> struct Elem<Format::Bf16> { using T = __nv_bfloat16; };
 
-// Tile geometry of one (format, padded dim) pair. The host mirrors ColumnTile, Stride and the shared-memory size.
+// Tile geometry of one (format, padded dim) pair; the host mirrors every constant here (CudaBackend.Contrastive.cs).
 template <Format F, int DP> struct Tiling {
     using T = typename Elem<F>::T;
     static constexpr bool kBf16 = F == Format::Bf16;
-    // Column tile: 64 rows, or 32 at DP = 256 so that the resident row tile plus two column tiles fit 227 KiB.
-    static constexpr int kColTile = DP == 256 ? 32 : 64;
-    // The InfoNCE sweep also rescales its 16 x DP accumulator every tile; at DP = 256 narrower column tiles keep
-    // it within 255 registers without spilling (8 for the split-operand fp32 mode, 16 = one bf16 k-step otherwise).
-    static constexpr int kSweepColTile = DP == 256 ? (F == Format::Fp32 ? 8 : 16) : kColTile;
+    // m16 tiles per warp. With two (32 rows) every B fragment read from shared memory feeds two mma, which takes
+    // the loads per mma from 2.25 to 1.5 in the backward; at DP = 256 the 16 x 256 fp32 accumulator of the second
+    // product already takes 128 registers, so warps keep one tile there.
+    static constexpr int kWarpTiles = DP == 256 ? 1 : 2;
+    static constexpr int kWarpRows = 16 * kWarpTiles;
+    static constexpr int kBlockRows = kWarps * kWarpRows;
+    // Column tile of the NT-Xent kernels: the resident row tile plus two column tiles must leave room for two
+    // blocks per SM on Hopper (fp32 operands at DP = 128: (128 + 2 * 32) rows * 528 B = 99 KiB).
+    static constexpr int kColTile = DP == 64 ? 64 : 32;
+    // The InfoNCE sweep also rescales its accumulator every tile; narrower column tiles keep it within 255
+    // registers without spilling where the accumulator is large (DP = 256) or the operands are split (fp32 mode).
+    static constexpr int kSweepColTile = F == Format::Fp32 ? (DP == 256 ? 8 : DP == 128 ? 16 : kColTile)
+                                                           : (DP == 256 ? 16 : kColTile);
     // Row stride in shared memory (elements). The padding (16 bytes) makes every fragment load conflict-free:
     // fp32 stride = 4 mod 32 words; bf16 stride = DP/2 + 4 words with DP/8 even, so ldmatrix rows hit
     // distinct 16-byte bank groups.
     static constexpr int kStride = DP + (kBf16 ? 8 : 4);
     static constexpr int kChunksPerRow = DP * static_cast<int>(sizeof(T)) / 16;
     static constexpr int kElemsPerChunk = 16 / static_cast<int>(sizeof(T));
-    static constexpr int kKStep = kBf16 ? 16 : 8;
     static_assert(DP % 64 == 0, "padded dim must be a multiple of 64");
+    static_assert(kBlockRows <= kMaxBlockRows, "operand buffers are padded to kMaxBlockRows rows");
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -189,94 +197,114 @@ __device__ __forceinline__ void stage_rows(typename Elem<F>::T* shared, const ty
     }
 }
 
-// BN floats (per-column log-sum-exps of the NT-Xent backward) into shared memory.
-template <int BN>
-__device__ __forceinline__ void stage_floats(float* shared, const float* global) {
-    if (threadIdx.x < BN / 4) cp_async16(shared + threadIdx.x * 4, global + threadIdx.x * 4);
-}
-
 // ---------------------------------------------------------------------------------------------------------------
-// Warp-level GEMMs.
+// Warp-level GEMMs. A warp owns MT m16 tiles (rows 16 mt .. 16 mt + 15 of its slab).
 //
-// similarity_tile: s[n][.] = Q(16 rows of this warp) . K(column tile)^T, accumulator fragments of m16n8 tiles:
-//   s[n][0] = (row g, col 8n + 2t), s[n][1] = (g, 8n + 2t + 1), s[n][2] = (g + 8, 8n + 2t), s[n][3] = (g + 8, 8n + 2t + 1)
+// similarity_tile: s[mt][n][.] = Q(rows of tile mt) . K(column tile)^T, accumulator fragments of m16n8 tiles:
+//   s[mt][n][0] = (row g, col 8n + 2t), [1] = (g, 8n + 2t + 1), [2] = (g + 8, 8n + 2t), [3] = (g + 8, 8n + 2t + 1)
 // with g = lane / 4, t = lane % 4.
 
-template <Format F, int DP, int BN>
+template <Format F, int DP, int BN, int MT>
 __device__ __forceinline__ void similarity_tile(const typename Elem<F>::T* sQ, const typename Elem<F>::T* sK,
-                                                float (&s)[BN / 8][4], int lane) {
+                                                float (&s)[MT][BN / 8][4], int lane) {
     using Tl = Tiling<F, DP>;
     constexpr int S = Tl::kStride;
 #pragma unroll
-    for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    for (int m = 0; m < MT; ++m) {
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0.f;
+    }
     if constexpr (F == Format::Bf16) {
 #pragma unroll
         for (int k0 = 0; k0 < DP; k0 += 16) {
-            uint32_t a[4];
-            ldmatrix_x4(a, sQ + (lane & 15) * S + k0 + (lane >> 4) * 8);
+            uint32_t a[MT][4];
+#pragma unroll
+            for (int m = 0; m < MT; ++m) ldmatrix_x4(a[m], sQ + (m * 16 + (lane & 15)) * S + k0 + (lane >> 4) * 8);
 #pragma unroll
             for (int n = 0; n < BN / 8; n += 2) {
                 uint32_t b[4];
                 ldmatrix_x4(b, sK + (n * 8 + (lane & 7) + (lane >> 4) * 8) * S + k0 + ((lane >> 3) & 1) * 8);
-                mma_bf16(s[n], a, b[0], b[1]);
-                mma_bf16(s[n + 1], a, b[2], b[3]);
+#pragma unroll
+                for (int m = 0; m < MT; ++m) {
+                    mma_bf16(s[m][n], a[m], b[0], b[1]);
+                    mma_bf16(s[m][n + 1], a[m], b[2], b[3]);
+                }
             }
         }
     } else {
         const int g = lane >> 2, t = lane & 3;
-        // Partial unrolling: at DP = 256 the fully unrolled loop hoists enough loads to spill next to the
-        // 16 x 256 accumulator of the second product.
 #pragma unroll 8
         for (int k0 = 0; k0 < DP; k0 += 8) {
-            const float af[4] = {sQ[g * S + k0 + t], sQ[(g + 8) * S + k0 + t], sQ[g * S + k0 + t + 4],
-                                 sQ[(g + 8) * S + k0 + t + 4]};
-            const auto a = make_fragment<F, false>(af);
+            Tf32Fragment<F, 4> a[MT];
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                const float* q = sQ + (m * 16 + g) * S + k0 + t;
+                const float af[4] = {q[0], q[8 * S], q[4], q[8 * S + 4]};
+                a[m] = make_fragment<F, false>(af);
+            }
 #pragma unroll
             for (int n = 0; n < BN / 8; ++n) {
                 const float* kRow = sK + (n * 8 + g) * S + k0 + t;
                 const float bf[2] = {kRow[0], kRow[4]};
-                mma_k8<F>(s[n], a, make_fragment<F, false>(bf));
+                const auto b = make_fragment<F, false>(bf);
+#pragma unroll
+                for (int m = 0; m < MT; ++m) mma_k8<F>(s[m][n], a[m], b);
             }
         }
     }
 }
 
-// accumulate_weighted_rows: acc(16 x DP) += W(16 x BN, in accumulator layout) . K(column tile, BN x DP).
+// accumulate_weighted_rows: acc[mt](16 x DP) += W[mt](16 x BN, accumulator layout) . K(column tile, BN x DP).
 // BF16: two accumulator tiles are exactly one m16n8k16 A fragment (FlashAttention-2's P.V trick); K is read
 // transposed with ldmatrix.trans. TF32: the m16n8k8 A fragment wants columns (t, t + 4) where the accumulator
 // holds (2t, 2t + 1), so the k index is permuted (logical t <-> column 2t, t + 4 <-> 2t + 1) in both operands;
-// a sum over k does not care about its order.
-template <Format F, int DP, int BN>
-__device__ __forceinline__ void accumulate_weighted_rows(const float (&w)[BN / 8][4], const typename Elem<F>::T* sK,
-                                                         float (&acc)[DP / 8][4], int lane) {
+// a sum over k does not care about its order. Every B fragment serves all MT tiles.
+template <Format F, int DP, int BN, int MT>
+__device__ __forceinline__ void accumulate_weighted_rows(const float (&w)[MT][BN / 8][4],
+                                                         const typename Elem<F>::T* sK, float (&acc)[MT][DP / 8][4],
+                                                         int lane) {
     using Tl = Tiling<F, DP>;
     constexpr int S = Tl::kStride;
     if constexpr (F == Format::Bf16) {
 #pragma unroll
         for (int kb = 0; kb < BN / 16; ++kb) {
-            const uint32_t a[4] = {pack_bf16(w[2 * kb][0], w[2 * kb][1]), pack_bf16(w[2 * kb][2], w[2 * kb][3]),
-                                   pack_bf16(w[2 * kb + 1][0], w[2 * kb + 1][1]),
-                                   pack_bf16(w[2 * kb + 1][2], w[2 * kb + 1][3])};
+            uint32_t a[MT][4];
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                a[m][0] = pack_bf16(w[m][2 * kb][0], w[m][2 * kb][1]);
+                a[m][1] = pack_bf16(w[m][2 * kb][2], w[m][2 * kb][3]);
+                a[m][2] = pack_bf16(w[m][2 * kb + 1][0], w[m][2 * kb + 1][1]);
+                a[m][3] = pack_bf16(w[m][2 * kb + 1][2], w[m][2 * kb + 1][3]);
+            }
             const typename Elem<F>::T* rows = sK + (kb * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + (lane >> 4) * 8;
 #pragma unroll
             for (int n = 0; n < DP / 8; n += 2) {
                 uint32_t b[4];
                 ldmatrix_x4_trans(b, rows + n * 8);
-                mma_bf16(acc[n], a, b[0], b[1]);
-                mma_bf16(acc[n + 1], a, b[2], b[3]);
+#pragma unroll
+                for (int m = 0; m < MT; ++m) {
+                    mma_bf16(acc[m][n], a[m], b[0], b[1]);
+                    mma_bf16(acc[m][n + 1], a[m], b[2], b[3]);
+                }
             }
         }
     } else {
         const int g = lane >> 2, t = lane & 3;
 #pragma unroll
         for (int kb = 0; kb < BN / 8; ++kb) {
-            const float af[4] = {w[kb][0], w[kb][2], w[kb][1], w[kb][3]};
-            const auto a = make_fragment<F, true>(af);
+            Tf32Fragment<F, 4> a[MT];
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                const float af[4] = {w[m][kb][0], w[m][kb][2], w[m][kb][1], w[m][kb][3]};
+                a[m] = make_fragment<F, true>(af);
+            }
             const float* kRows = sK + (kb * 8 + 2 * t) * S + g;
 #pragma unroll
             for (int n = 0; n < DP / 8; ++n) {
                 const float bf[2] = {kRows[n * 8], kRows[S + n * 8]};
-                mma_k8<F>(acc[n], a, make_fragment<F, false>(bf));
+                const auto b = make_fragment<F, false>(bf);
+#pragma unroll
+                for (int m = 0; m < MT; ++m) mma_k8<F>(acc[m][n], a[m], b);
             }
         }
     }
@@ -301,34 +329,66 @@ __device__ __forceinline__ void split_range(int columns, int columnTile, int til
     end = min(begin + tilesPerSplit, tiles);
 }
 
+// The host computes the launch geometry from its own copy of these constants. A mismatch must stop the kernel
+// (an illegal-instruction error naming it) rather than read past shared memory or skip rows.
+template <Format F, int DP>
+__device__ __forceinline__ void check_launch(int rows, int columns, int columnTile, int tilesPerSplit) {
+    using Tl = Tiling<F, DP>;
+    unsigned dynamicShared;
+    asm("mov.u32 %0, %%dynamic_smem_size;\n" : "=r"(dynamicShared));
+    const unsigned needed = (Tl::kBlockRows + 2 * columnTile) * Tl::kStride * static_cast<unsigned>(sizeof(typename Tl::T));
+    const int rowsPadded = (rows + kMaxBlockRows - 1) / kMaxBlockRows * kMaxBlockRows;
+    const int tiles = (columns + columnTile - 1) / columnTile;
+    if (dynamicShared < needed || blockDim.x != kThreads || static_cast<int>(gridDim.x) * Tl::kBlockRows != rowsPadded ||
+        static_cast<int64_t>(gridDim.y) * tilesPerSplit < tiles || static_cast<int64_t>(gridDim.y - 1) * tilesPerSplit >= tiles) {
+        __trap();
+    }
+}
+
+// The rows this thread's accumulator elements belong to: row[mt][h] holds elements 2h, 2h + 1 of tile mt.
+template <int MT> struct ThreadRows {
+    int row[MT][2];
+    __device__ __forceinline__ ThreadRows(int rowBase, int warp, int g) {
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+            row[m][0] = rowBase + warp * 16 * MT + m * 16 + g;
+            row[m][1] = row[m][0] + 8;
+        }
+    }
+};
+
 // ---------------------------------------------------------------------------------------------------------------
 // NT-Xent forward: per (row, split) the online max and sum of 2^x over the split's columns, self excluded, and the
 // positive's cosine for the row whose partner falls in this split.
 //   partial[split][row] = (max, sum)   (float2)          positive[row] = s_{row, p(row)}
 template <Format F, int DP>
-__device__ __forceinline__ void ntxent_forward(const typename Elem<F>::T* __restrict__ operand, int rows,
-                                               float logitScale, int tilesPerSplit, float* __restrict__ partial,
-                                               float* __restrict__ positive) {
+__device__ __forceinline__ void ntxent_forward(unsigned char* shared, const typename Elem<F>::T* __restrict__ operand,
+                                               int rows, float logitScale, int tilesPerSplit,
+                                               float* __restrict__ partial, float* __restrict__ positive) {
     using Tl = Tiling<F, DP>;
     using T = typename Tl::T;
-    constexpr int BN = Tl::kColTile, S = Tl::kStride;
-    extern __shared__ __align__(16) unsigned char shared_raw[];
-    T* sQ = reinterpret_cast<T*>(shared_raw);
-    T* sK = sQ + kRowTile * S;
+    constexpr int BN = Tl::kColTile, S = Tl::kStride, MT = Tl::kWarpTiles, BR = Tl::kBlockRows;
+    T* sQ = reinterpret_cast<T*>(shared);
+    T* sK = sQ + BR * S;
 
+    check_launch<F, DP>(rows, rows, BN, tilesPerSplit);
     const int warp = threadIdx.x / NC_WARP, lane = threadIdx.x % NC_WARP, g = lane >> 2, t = lane & 3;
-    const int rowBase = blockIdx.x * kRowTile;
+    const int rowBase = blockIdx.x * BR;
     int tileBegin, tileEnd;
     split_range(rows, BN, tilesPerSplit, tileBegin, tileEnd);
 
-    stage_rows<F, DP, kRowTile>(sQ, operand, rowBase);
+    stage_rows<F, DP, BR>(sQ, operand, rowBase);
     stage_rows<F, DP, BN>(sK, operand, static_cast<int64_t>(tileBegin) * BN);
     cp_async_commit();
 
     const int half = rows / 2;
-    const int row[2] = {rowBase + warp * 16 + g, rowBase + warp * 16 + g + 8};
-    const int partner[2] = {row[0] < half ? row[0] + half : row[0] - half, row[1] < half ? row[1] + half : row[1] - half};
-    float runMax[2] = {-FLT_MAX, -FLT_MAX}, runSum[2] = {0.f, 0.f};
+    const ThreadRows<MT> mine(rowBase, warp, g);
+    float runMax[MT][2], runSum[MT][2];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+        runMax[m][0] = runMax[m][1] = -FLT_MAX;
+        runSum[m][0] = runSum[m][1] = 0.f;
+    }
 
     for (int tile = tileBegin; tile < tileEnd; ++tile) {
         const int buffer = (tile - tileBegin) & 1;
@@ -337,117 +397,142 @@ __device__ __forceinline__ void ntxent_forward(const typename Elem<F>::T* __rest
         cp_async_wait<1>();
         __syncthreads();
 
-        float s[BN / 8][4];
-        similarity_tile<F, DP, BN>(sQ + warp * 16 * S, sK + buffer * BN * S, s, lane);
+        float s[MT][BN / 8][4];
+        similarity_tile<F, DP, BN, MT>(sQ + warp * Tl::kWarpRows * S, sK + buffer * BN * S, s, lane);
 
         const int column0 = tile * BN + 2 * t;
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            float tileMax = -INFINITY;
+        for (int m = 0; m < MT; ++m) {
 #pragma unroll
-            for (int n = 0; n < BN / 8; ++n) {
+            for (int h = 0; h < 2; ++h) {
+                const int row = mine.row[m][h];
+                const int partner = row < half ? row + half : row - half;
+                float tileMax = -INFINITY;
 #pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int column = column0 + n * 8 + e;
-                    float& v = s[n][2 * h + e];
-                    if (column == partner[h] && row[h] < rows) positive[row[h]] = v;
-                    // Rounded product, not an FMA: the combine kernel recomputes the positive's logit the same way,
-                    // so "positive is the row maximum" is an exact comparison.
-                    v = (column < rows && column != row[h]) ? __fmul_rn(v, logitScale) : -INFINITY;
-                    tileMax = fmaxf(tileMax, v);
+                for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int column = column0 + n * 8 + e;
+                        float& v = s[m][n][2 * h + e];
+                        if (column == partner && row < rows) positive[row] = v;
+                        // Rounded product, not an FMA: the combine kernel recomputes the positive's logit the same
+                        // way, so "positive is the row maximum" is an exact comparison.
+                        v = (column < rows && column != row) ? __fmul_rn(v, logitScale) : -INFINITY;
+                        tileMax = fmaxf(tileMax, v);
+                    }
                 }
-            }
-            const float newMax = fmaxf(runMax[h], tileMax);
-            float sum = runSum[h] * fast_exp2(runMax[h] - newMax);
+                const float newMax = fmaxf(runMax[m][h], tileMax);
+                float sum = runSum[m][h] * fast_exp2(runMax[m][h] - newMax);
 #pragma unroll
-            for (int n = 0; n < BN / 8; ++n) sum += fast_exp2(s[n][2 * h] - newMax) + fast_exp2(s[n][2 * h + 1] - newMax);
-            runSum[h] = sum;
-            runMax[h] = newMax;
+                for (int n = 0; n < BN / 8; ++n) {
+                    sum += fast_exp2(s[m][n][2 * h] - newMax) + fast_exp2(s[m][n][2 * h + 1] - newMax);
+                }
+                runSum[m][h] = sum;
+                runMax[m][h] = newMax;
+            }
         }
         __syncthreads();
     }
 
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        quad_merge(runMax[h], runSum[h]);
-        if (t == 0 && row[h] < rows) {
-            reinterpret_cast<float2*>(partial)[static_cast<int64_t>(blockIdx.y) * rows + row[h]] = make_float2(runMax[h], runSum[h]);
+    for (int m = 0; m < MT; ++m) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            quad_merge(runMax[m][h], runSum[m][h]);
+            const int row = mine.row[m][h];
+            if (t == 0 && row < rows) {
+                reinterpret_cast<float2*>(partial)[static_cast<int64_t>(blockIdx.y) * rows + row] =
+                    make_float2(runMax[m][h], runSum[m][h]);
+            }
+        }
+    }
+}
+
+// Writes a warp's accumulator rows [mt][h] to out + row * DP (rows at or beyond `rows` are padding).
+template <int DP, int MT>
+__device__ __forceinline__ void store_rows(const float (&acc)[MT][DP / 8][4], const ThreadRows<MT>& mine, int rows,
+                                           float* out, int t) {
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            if (mine.row[m][h] >= rows) continue;
+            float* row = out + static_cast<int64_t>(mine.row[m][h]) * DP + 2 * t;
+#pragma unroll
+            for (int n = 0; n < DP / 8; ++n) {
+                *reinterpret_cast<float2*>(row + n * 8) = make_float2(acc[m][n][2 * h], acc[m][n][2 * h + 1]);
+            }
         }
     }
 }
 
 // NT-Xent backward: for each row of this block, sum over the split's columns of (P_ij + P_ji) zn_j, written to
-// gradPartial[split][row][0, DP). lse2 holds the forward's base-2 log-sum-exps (rowsPadded entries).
+// gradPartial[split][row][0, DP). lse2 holds the forward's base-2 log-sum-exps (rowsPadded entries; the column
+// values are read through L1, each quad reading the same 8 bytes).
 template <Format F, int DP>
-__device__ __forceinline__ void ntxent_backward(const typename Elem<F>::T* __restrict__ operand,
+__device__ __forceinline__ void ntxent_backward(unsigned char* shared, const typename Elem<F>::T* __restrict__ operand,
                                                 const float* __restrict__ lse2, int rows, int rowsPadded,
                                                 float logitScale, int tilesPerSplit, float* __restrict__ gradPartial) {
     using Tl = Tiling<F, DP>;
     using T = typename Tl::T;
-    constexpr int BN = Tl::kColTile, S = Tl::kStride;
-    extern __shared__ __align__(16) unsigned char shared_raw[];
-    T* sQ = reinterpret_cast<T*>(shared_raw);
-    T* sK = sQ + kRowTile * S;
-    float* sL = reinterpret_cast<float*>(sK + 2 * BN * S);
+    constexpr int BN = Tl::kColTile, S = Tl::kStride, MT = Tl::kWarpTiles, BR = Tl::kBlockRows;
+    T* sQ = reinterpret_cast<T*>(shared);
+    T* sK = sQ + BR * S;
 
+    check_launch<F, DP>(rows, rows, BN, tilesPerSplit);
     const int warp = threadIdx.x / NC_WARP, lane = threadIdx.x % NC_WARP, g = lane >> 2, t = lane & 3;
-    const int rowBase = blockIdx.x * kRowTile;
+    const int rowBase = blockIdx.x * BR;
     int tileBegin, tileEnd;
     split_range(rows, BN, tilesPerSplit, tileBegin, tileEnd);
 
-    stage_rows<F, DP, kRowTile>(sQ, operand, rowBase);
+    stage_rows<F, DP, BR>(sQ, operand, rowBase);
     stage_rows<F, DP, BN>(sK, operand, static_cast<int64_t>(tileBegin) * BN);
-    stage_floats<BN>(sL, lse2 + static_cast<int64_t>(tileBegin) * BN);
     cp_async_commit();
 
-    const int row[2] = {rowBase + warp * 16 + g, rowBase + warp * 16 + g + 8};
-    const float rowLse[2] = {lse2[row[0]], lse2[row[1]]};
-    float acc[DP / 8][4];
+    const ThreadRows<MT> mine(rowBase, warp, g);
+    float rowLse[MT][2];
+    float acc[MT][DP / 8][4];
 #pragma unroll
-    for (int n = 0; n < DP / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+    for (int m = 0; m < MT; ++m) {
+        rowLse[m][0] = __ldg(lse2 + mine.row[m][0]);
+        rowLse[m][1] = __ldg(lse2 + mine.row[m][1]);
+#pragma unroll
+        for (int n = 0; n < DP / 8; ++n) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
+    }
 
     for (int tile = tileBegin; tile < tileEnd; ++tile) {
         const int buffer = (tile - tileBegin) & 1;
-        if (tile + 1 < tileEnd) {
-            stage_rows<F, DP, BN>(sK + (buffer ^ 1) * BN * S, operand, static_cast<int64_t>(tile + 1) * BN);
-            stage_floats<BN>(sL + (buffer ^ 1) * BN, lse2 + static_cast<int64_t>(tile + 1) * BN);
-        }
+        if (tile + 1 < tileEnd) stage_rows<F, DP, BN>(sK + (buffer ^ 1) * BN * S, operand, static_cast<int64_t>(tile + 1) * BN);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
 
-        float s[BN / 8][4];
-        similarity_tile<F, DP, BN>(sQ + warp * 16 * S, sK + buffer * BN * S, s, lane);
+        float s[MT][BN / 8][4];
+        similarity_tile<F, DP, BN, MT>(sQ + warp * Tl::kWarpRows * S, sK + buffer * BN * S, s, lane);
 
-        const float* columnLse = sL + buffer * BN;
         const int column0 = tile * BN + 2 * t;
 #pragma unroll
         for (int n = 0; n < BN / 8; ++n) {
-            const float2 lseJ = *reinterpret_cast<const float2*>(columnLse + n * 8 + 2 * t);
+            const float2 lseJ = __ldg(reinterpret_cast<const float2*>(lse2 + column0 + n * 8));
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
+            for (int m = 0; m < MT; ++m) {
 #pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int column = column0 + n * 8 + e;
-                    const float x = s[n][2 * h + e] * logitScale;
-                    const float w = fast_exp2(x - rowLse[h]) + fast_exp2(x - (e == 0 ? lseJ.x : lseJ.y));
-                    s[n][2 * h + e] = (column < rows && column != row[h]) ? w : 0.f;
+                for (int h = 0; h < 2; ++h) {
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int column = column0 + n * 8 + e;
+                        const float x = s[m][n][2 * h + e] * logitScale;
+                        const float w = fast_exp2(x - rowLse[m][h]) + fast_exp2(x - (e == 0 ? lseJ.x : lseJ.y));
+                        s[m][n][2 * h + e] = (column < rows && column != mine.row[m][h]) ? w : 0.f;
+                    }
                 }
             }
         }
-        accumulate_weighted_rows<F, DP, BN>(s, sK + buffer * BN * S, acc, lane);
+        accumulate_weighted_rows<F, DP, BN, MT>(s, sK + buffer * BN * S, acc, lane);
         __syncthreads();
     }
 
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        if (row[h] >= rows) continue;
-        float* out = gradPartial + (static_cast<int64_t>(blockIdx.y) * rowsPadded + row[h]) * DP + 2 * t;
-#pragma unroll
-        for (int n = 0; n < DP / 8; ++n) {
-            *reinterpret_cast<float2*>(out + n * 8) = make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
-        }
-    }
+    store_rows<DP, MT>(acc, mine, rows, gradPartial + static_cast<int64_t>(blockIdx.y) * rowsPadded * DP, t);
 }
 
 // InfoNCE sweep over the queue: per (row, split) the online max/sum of 2^x over the split's queue rows and the
@@ -455,31 +540,36 @@ __device__ __forceinline__ void ntxent_backward(const typename Elem<F>::T* __res
 // sums over all columns), so it is reduced across the quad every tile, as in FlashAttention-2.
 //   partial[split][row] = (max, sum)      weighted[split][row][0, DP) = sum_j 2^(x_j - max) key_j
 template <Format F, int DP>
-__device__ __forceinline__ void infonce_sweep(const typename Elem<F>::T* __restrict__ queries,
+__device__ __forceinline__ void infonce_sweep(unsigned char* shared, const typename Elem<F>::T* __restrict__ queries,
                                               const typename Elem<F>::T* __restrict__ keys, int batch, int queueLength,
                                               float logitScale, int tilesPerSplit, float* __restrict__ partial,
                                               float* __restrict__ weighted) {
     using Tl = Tiling<F, DP>;
     using T = typename Tl::T;
-    constexpr int BN = Tl::kSweepColTile, S = Tl::kStride;
-    extern __shared__ __align__(16) unsigned char shared_raw[];
-    T* sQ = reinterpret_cast<T*>(shared_raw);
-    T* sK = sQ + kRowTile * S;
+    constexpr int BN = Tl::kSweepColTile, S = Tl::kStride, MT = Tl::kWarpTiles, BR = Tl::kBlockRows;
+    T* sQ = reinterpret_cast<T*>(shared);
+    T* sK = sQ + BR * S;
 
+    check_launch<F, DP>(batch, queueLength, BN, tilesPerSplit);
     const int warp = threadIdx.x / NC_WARP, lane = threadIdx.x % NC_WARP, g = lane >> 2, t = lane & 3;
-    const int rowBase = blockIdx.x * kRowTile;
+    const int rowBase = blockIdx.x * BR;
     int tileBegin, tileEnd;
     split_range(queueLength, BN, tilesPerSplit, tileBegin, tileEnd);
 
-    stage_rows<F, DP, kRowTile>(sQ, queries, rowBase);
+    stage_rows<F, DP, BR>(sQ, queries, rowBase);
     stage_rows<F, DP, BN>(sK, keys, static_cast<int64_t>(tileBegin) * BN);
     cp_async_commit();
 
-    const int row[2] = {rowBase + warp * 16 + g, rowBase + warp * 16 + g + 8};
-    float runMax[2] = {-FLT_MAX, -FLT_MAX}, runSum[2] = {0.f, 0.f};
-    float acc[DP / 8][4];
+    const ThreadRows<MT> mine(rowBase, warp, g);
+    float runMax[MT][2], runSum[MT][2];
+    float acc[MT][DP / 8][4];
 #pragma unroll
-    for (int n = 0; n < DP / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+    for (int m = 0; m < MT; ++m) {
+        runMax[m][0] = runMax[m][1] = -FLT_MAX;
+        runSum[m][0] = runSum[m][1] = 0.f;
+#pragma unroll
+        for (int n = 0; n < DP / 8; ++n) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
+    }
 
     for (int tile = tileBegin; tile < tileEnd; ++tile) {
         const int buffer = (tile - tileBegin) & 1;
@@ -488,62 +578,65 @@ __device__ __forceinline__ void infonce_sweep(const typename Elem<F>::T* __restr
         cp_async_wait<1>();
         __syncthreads();
 
-        float s[BN / 8][4];
-        similarity_tile<F, DP, BN>(sQ + warp * 16 * S, sK + buffer * BN * S, s, lane);
+        float s[MT][BN / 8][4];
+        similarity_tile<F, DP, BN, MT>(sQ + warp * Tl::kWarpRows * S, sK + buffer * BN * S, s, lane);
 
         const int column0 = tile * BN + 2 * t;
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            float tileMax = -INFINITY;
+        for (int m = 0; m < MT; ++m) {
 #pragma unroll
-            for (int n = 0; n < BN / 8; ++n) {
+            for (int h = 0; h < 2; ++h) {
+                float tileMax = -INFINITY;
 #pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    float& v = s[n][2 * h + e];
-                    v = column0 + n * 8 + e < queueLength ? v * logitScale : -INFINITY;
-                    tileMax = fmaxf(tileMax, v);
+                for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        float& v = s[m][n][2 * h + e];
+                        v = column0 + n * 8 + e < queueLength ? v * logitScale : -INFINITY;
+                        tileMax = fmaxf(tileMax, v);
+                    }
                 }
-            }
-            tileMax = fmaxf(tileMax, __shfl_xor_sync(NC_FULL_MASK, tileMax, 1));
-            tileMax = fmaxf(tileMax, __shfl_xor_sync(NC_FULL_MASK, tileMax, 2));
-            const float newMax = fmaxf(runMax[h], tileMax);
-            const float rescale = fast_exp2(runMax[h] - newMax);
-            float sum = runSum[h] * rescale;
+                tileMax = fmaxf(tileMax, __shfl_xor_sync(NC_FULL_MASK, tileMax, 1));
+                tileMax = fmaxf(tileMax, __shfl_xor_sync(NC_FULL_MASK, tileMax, 2));
+                const float newMax = fmaxf(runMax[m][h], tileMax);
+                const float rescale = fast_exp2(runMax[m][h] - newMax);
+                float sum = runSum[m][h] * rescale;
 #pragma unroll
-            for (int n = 0; n < DP / 8; ++n) {
-                acc[n][2 * h] *= rescale;
-                acc[n][2 * h + 1] *= rescale;
-            }
-#pragma unroll
-            for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const float p = fast_exp2(s[n][2 * h + e] - newMax);
-                    s[n][2 * h + e] = p;
-                    sum += p;
+                for (int n = 0; n < DP / 8; ++n) {
+                    acc[m][n][2 * h] *= rescale;
+                    acc[m][n][2 * h + 1] *= rescale;
                 }
+#pragma unroll
+                for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const float p = fast_exp2(s[m][n][2 * h + e] - newMax);
+                        s[m][n][2 * h + e] = p;
+                        sum += p;
+                    }
+                }
+                runSum[m][h] = sum;
+                runMax[m][h] = newMax;
             }
-            runSum[h] = sum;
-            runMax[h] = newMax;
         }
-        accumulate_weighted_rows<F, DP, BN>(s, sK + buffer * BN * S, acc, lane);
+        accumulate_weighted_rows<F, DP, BN, MT>(s, sK + buffer * BN * S, acc, lane);
         __syncthreads();
     }
 
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        runSum[h] += __shfl_xor_sync(NC_FULL_MASK, runSum[h], 1);
-        runSum[h] += __shfl_xor_sync(NC_FULL_MASK, runSum[h], 2);
-        if (row[h] >= batch) continue;
-        if (t == 0) {
-            reinterpret_cast<float2*>(partial)[static_cast<int64_t>(blockIdx.y) * batch + row[h]] = make_float2(runMax[h], runSum[h]);
-        }
-        float* out = weighted + (static_cast<int64_t>(blockIdx.y) * batch + row[h]) * DP + 2 * t;
+    for (int m = 0; m < MT; ++m) {
 #pragma unroll
-        for (int n = 0; n < DP / 8; ++n) {
-            *reinterpret_cast<float2*>(out + n * 8) = make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
+        for (int h = 0; h < 2; ++h) {
+            runSum[m][h] += __shfl_xor_sync(NC_FULL_MASK, runSum[m][h], 1);
+            runSum[m][h] += __shfl_xor_sync(NC_FULL_MASK, runSum[m][h], 2);
+            const int row = mine.row[m][h];
+            if (t == 0 && row < batch) {
+                reinterpret_cast<float2*>(partial)[static_cast<int64_t>(blockIdx.y) * batch + row] =
+                    make_float2(runMax[m][h], runSum[m][h]);
+            }
         }
     }
+    store_rows<DP, MT>(acc, mine, batch, weighted + static_cast<int64_t>(blockIdx.y) * batch * DP, t);
 }
 
 // Writes one value of an operand buffer in its format.
@@ -606,16 +699,19 @@ __device__ __forceinline__ double block_sum_double(double v, double* scratch) {
         nc_contrastive_ntxent_forward_##NAME##_d##DP(const void* operand, int rows, float logitScale,             \
                                                     int tilesPerSplit, float* partial, float* positive) {          \
         NC_CONTRASTIVE_ENTRY_GUARD(tilesPerSplit);                                                                  \
+        extern __shared__ __align__(16) unsigned char shared[];                                                     \
         nc_contrastive::ntxent_forward<FORMAT, DP>(                                                                 \
-            static_cast<const nc_contrastive::Elem<FORMAT>::T*>(operand), rows, logitScale, tilesPerSplit, partial, \
-            positive);                                                                                              \
+            shared, static_cast<const nc_contrastive::Elem<FORMAT>::T*>(operand), rows, logitScale, tilesPerSplit, \
+            partial, positive);                                                                                     \
     }                                                                                                               \
     extern "C" __global__ void __launch_bounds__(nc_contrastive::kThreads)                                          \
         nc_contrastive_ntxent_backward_##NAME##_d##DP(const void* operand, const float* lse2, int rows,            \
                                                      int rowsPadded, float logitScale, int tilesPerSplit,          \
                                                      float* gradPartial) {                                         \
         NC_CONTRASTIVE_ENTRY_GUARD(tilesPerSplit);                                                                  \
-        nc_contrastive::ntxent_backward<FORMAT, DP>(static_cast<const nc_contrastive::Elem<FORMAT>::T*>(operand),  \
+        extern __shared__ __align__(16) unsigned char shared[];                                                     \
+        nc_contrastive::ntxent_backward<FORMAT, DP>(shared,                                                         \
+                                                    static_cast<const nc_contrastive::Elem<FORMAT>::T*>(operand),  \
                                                     lse2, rows, rowsPadded, logitScale, tilesPerSplit,             \
                                                     gradPartial);                                                  \
     }                                                                                                               \
@@ -624,7 +720,9 @@ __device__ __forceinline__ double block_sum_double(double v, double* scratch) {
                                                    int queueLength, float logitScale, int tilesPerSplit,           \
                                                    float* partial, float* weighted) {                              \
         NC_CONTRASTIVE_ENTRY_GUARD(tilesPerSplit);                                                                  \
-        nc_contrastive::infonce_sweep<FORMAT, DP>(static_cast<const nc_contrastive::Elem<FORMAT>::T*>(queries),    \
+        extern __shared__ __align__(16) unsigned char shared[];                                                     \
+        nc_contrastive::infonce_sweep<FORMAT, DP>(shared,                                                           \
+                                                  static_cast<const nc_contrastive::Elem<FORMAT>::T*>(queries),    \
                                                   static_cast<const nc_contrastive::Elem<FORMAT>::T*>(keys), batch, \
                                                   queueLength, logitScale, tilesPerSplit, partial, weighted);      \
     }
@@ -640,6 +738,7 @@ NC_CONTRASTIVE_TILED(nc_contrastive::Format::Bf16, bf16, 128)
 NC_CONTRASTIVE_TILED(nc_contrastive::Format::Bf16, bf16, 256)
 
 #undef NC_CONTRASTIVE_TILED
+#undef NC_CONTRASTIVE_ENTRY_GUARD
 
 // Rows of x [rows, dim] (optionally L2-normalised) into an operand buffer [rowsPadded, dpad] of the given format,
 // zero-padded; invNorm[i] = 1 / max(|x_i|, eps) when asked. One warp per row of the padded buffer.

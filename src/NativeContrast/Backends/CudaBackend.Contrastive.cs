@@ -10,7 +10,8 @@ using NativeContrast.Tensors;
 public sealed partial class CudaBackend
 {
     private const int ContrastiveThreads = 128;
-    private const int ContrastiveRowTile = 64;
+    /// <summary>Operand buffers (and row tiles) are padded to a multiple of this many rows (kMaxBlockRows).</summary>
+    private const int ContrastivePadRows = 128;
     private const int WarpRowsThreads = 256;
     private const int MaxFusedDim = 256;
     private const int MaxColumnSplits = 256;
@@ -40,7 +41,7 @@ public sealed partial class CudaBackend
         int splits = plan.ForwardSplits, tilesPerSplit = plan.ForwardTilesPerSplit;
         var logitScale = LogitScale(temperature);
         void** forward = stackalloc void*[] { &operand, &rows, &logitScale, &tilesPerSplit, &partial, &positive };
-        Kernel(plan.Tiling.Name(NtXentForwardKernels)).Launch(new Dim3((uint)(plan.RowsPadded / ContrastiveRowTile), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.ColumnTile, false), Stream, forward);
+        Kernel(plan.Tiling.Name(NtXentForwardKernels)).Launch(new Dim3((uint)(plan.RowsPadded / plan.Tiling.BlockRows), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.ColumnTile), Stream, forward);
 
         void** combine = stackalloc void*[] { &partial, &positive, &rows, &splits, &logitScale, &lse2, &rowStats };
         Kernel("nc_contrastive_ntxent_combine").Launch(Grid(rows, 256), 256, 0, Stream, combine);
@@ -60,7 +61,7 @@ public sealed partial class CudaBackend
         int rowsPadded = plan.RowsPadded, splits = plan.BackwardSplits, tilesPerSplit = plan.BackwardTilesPerSplit, dpad = plan.Tiling.PaddedDim;
         var logitScale = LogitScale(temperature);
         void** backward = stackalloc void*[] { &operand, &lse2, &rows, &rowsPadded, &logitScale, &tilesPerSplit, &gradPartial };
-        Kernel(plan.Tiling.Name(NtXentBackwardKernels)).Launch(new Dim3((uint)(rowsPadded / ContrastiveRowTile), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.ColumnTile, true), Stream, backward);
+        Kernel(plan.Tiling.Name(NtXentBackwardKernels)).Launch(new Dim3((uint)(rowsPadded / plan.Tiling.BlockRows), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.ColumnTile), Stream, backward);
 
         var gradFactor = gradScale / (rows * temperature);
         void** finalize = stackalloc void*[] { &zPointer, &rows, &dim, &invNorm, &gradPartial, &splits, &rowsPadded, &dpad, &gradFactor, &dzPointer };
@@ -115,7 +116,7 @@ public sealed partial class CudaBackend
         int queueLength = queue.Capacity, splits = plan.Splits, tilesPerSplit = plan.TilesPerSplit, dpad = plan.Tiling.PaddedDim;
         var logitScale = LogitScale(temperature);
         void** sweep = stackalloc void*[] { &queries, &keys, &batch, &queueLength, &logitScale, &tilesPerSplit, &partial, &weighted };
-        Kernel(plan.Tiling.Name(InfoNceSweepKernels)).Launch(new Dim3((uint)(plan.RowsPadded / ContrastiveRowTile), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.SweepColumnTile, false), Stream, sweep);
+        Kernel(plan.Tiling.Name(InfoNceSweepKernels)).Launch(new Dim3((uint)(plan.RowsPadded / plan.Tiling.BlockRows), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.SweepColumnTile), Stream, sweep);
 
         var gradFactor = gradScale / (batch * temperature);
         void** combine = stackalloc void*[] { &qPointer, &kPointer, &batch, &dim, &invNormQ, &partial, &weighted, &splits, &dpad, &logitScale, &gradFactor, &dqPointer, &rowStats };
@@ -275,11 +276,11 @@ public sealed partial class CudaBackend
     private NtXentPlan PlanNtXent(int rows, int dim, MatmulPrecision precision)
     {
         var tiling = ContrastiveTiling.For(dim, precision);
-        var rowsPadded = RoundUp(rows, ContrastiveRowTile);
-        var rowTiles = rowsPadded / ContrastiveRowTile;
+        var rowsPadded = RoundUp(rows, ContrastivePadRows);
+        var rowTiles = rowsPadded / tiling.BlockRows;
         var columnTiles = (rows + tiling.ColumnTile - 1) / tiling.ColumnTile;
-        var (forwardSplits, forwardTiles) = PlanSplits(tiling.Name(NtXentForwardKernels), tiling.SharedBytes(tiling.ColumnTile, false), rowTiles, columnTiles);
-        var (backwardSplits, backwardTiles) = PlanSplits(tiling.Name(NtXentBackwardKernels), tiling.SharedBytes(tiling.ColumnTile, true), rowTiles, columnTiles);
+        var (forwardSplits, forwardTiles) = PlanSplits(tiling.Name(NtXentForwardKernels), tiling.SharedBytes(tiling.ColumnTile), rowTiles, columnTiles);
+        var (backwardSplits, backwardTiles) = PlanSplits(tiling.Name(NtXentBackwardKernels), tiling.SharedBytes(tiling.ColumnTile), rowTiles, columnTiles);
         var layout = new WorkspaceLayout();
         return new NtXentPlan(
             tiling, rowsPadded, forwardSplits, forwardTiles, backwardSplits, backwardTiles,
@@ -296,9 +297,9 @@ public sealed partial class CudaBackend
     private InfoNcePlan PlanInfoNce(int batch, int dim, int queueLength, MatmulPrecision precision)
     {
         var tiling = ContrastiveTiling.For(dim, precision);
-        var rowsPadded = RoundUp(batch, ContrastiveRowTile);
+        var rowsPadded = RoundUp(batch, ContrastivePadRows);
         var columnTiles = (queueLength + tiling.SweepColumnTile - 1) / tiling.SweepColumnTile;
-        var (splits, tilesPerSplit) = PlanSplits(tiling.Name(InfoNceSweepKernels), tiling.SharedBytes(tiling.SweepColumnTile, false), rowsPadded / ContrastiveRowTile, columnTiles);
+        var (splits, tilesPerSplit) = PlanSplits(tiling.Name(InfoNceSweepKernels), tiling.SharedBytes(tiling.SweepColumnTile), rowsPadded / tiling.BlockRows, columnTiles);
         var layout = new WorkspaceLayout();
         return new InfoNcePlan(
             tiling, rowsPadded, splits, tilesPerSplit,
@@ -340,11 +341,19 @@ public sealed partial class CudaBackend
     {
         public int PaddedDim => PaddedDims[DimIndex];
 
-        /// <summary>Column tile of the NT-Xent kernels.</summary>
-        public int ColumnTile => PaddedDim == 256 ? 32 : 64;
+        /// <summary>m16 tiles per warp: 32 rows per warp, 16 at 256 features.</summary>
+        public int WarpTiles => PaddedDim == 256 ? 1 : 2;
 
-        /// <summary>Column tile of the InfoNCE sweep, narrower at 256 features to stay within 255 registers.</summary>
-        public int SweepColumnTile => PaddedDim == 256 ? (Format == (int)MatmulPrecision.Fp32 ? 8 : 16) : ColumnTile;
+        /// <summary>Rows per block: four warps.</summary>
+        public int BlockRows => 4 * 16 * WarpTiles;
+
+        /// <summary>Column tile of the NT-Xent kernels.</summary>
+        public int ColumnTile => PaddedDim == 64 ? 64 : 32;
+
+        /// <summary>Column tile of the InfoNCE sweep, narrower where the accumulator or the split operands need registers.</summary>
+        public int SweepColumnTile => Format == (int)MatmulPrecision.Fp32
+            ? PaddedDim switch { 256 => 8, 128 => 16, _ => ColumnTile }
+            : PaddedDim == 256 ? 16 : ColumnTile;
 
         public int ElementBytes => Format == (int)MatmulPrecision.Bf16 ? 2 : 4;
 
@@ -365,9 +374,8 @@ public sealed partial class CudaBackend
 
         public string Name(string[,] kernels) => kernels[Format, DimIndex];
 
-        /// <summary>The resident row tile and two column tiles (+ two tiles of column log-sum-exps in the backward).</summary>
-        public int SharedBytes(int columnTile, bool columnLse) =>
-            ((ContrastiveRowTile + (2 * columnTile)) * Stride * ElementBytes) + (columnLse ? 2 * columnTile * sizeof(float) : 0);
+        /// <summary>The resident row tile and two column tiles (double buffering).</summary>
+        public int SharedBytes(int columnTile) => (BlockRows + (2 * columnTile)) * Stride * ElementBytes;
 
         public long OperandFloats(long rows) => rows * PaddedDim * ElementBytes / sizeof(float);
     }
@@ -388,7 +396,7 @@ public sealed partial class CudaBackend
         {
             _backend = backend;
             PaddedDim = paddedDim;
-            RowsPadded = RoundUp(capacity, ContrastiveRowTile);
+            RowsPadded = RoundUp(capacity, ContrastivePadRows);
             _canonical = backend.Allocate(new TensorShape(RowsPadded, dim), "key queue");
             Keys = _canonical.SliceRows(0, capacity);
         }
