@@ -268,6 +268,7 @@ public sealed partial class CudaBackend
         {
             throw new NotSupportedException($"{kernel} needs {sharedBytes} bytes of shared memory per block; {Info.Name} allows {Info.MaxSharedMemoryPerBlockOptIn} (use a smaller dim, bf16, or the unfused composition)");
         }
+        Context.MakeCurrent();
         blocks = Math.Max(1, Kernel(kernel).MaxActiveBlocksPerMultiprocessor(ContrastiveThreads, sharedBytes));
         _residentBlocks[kernel] = blocks;
         return blocks;

@@ -24,7 +24,8 @@ public sealed class NtXentLoss : IDisposable
         Dim = dim;
         Temperature = temperature;
         Precision = precision;
-        var length = Enum.GetValues<MatmulPrecision>().Max(p => backend.NtXentWorkspaceLength(rows, dim, p));
+        // The requested precision must run here (this throws with the reason if not); the others are sized for when they can.
+        var length = Math.Max(backend.NtXentWorkspaceLength(rows, dim, precision), ContrastiveWorkspace.LargestSupported(p => backend.NtXentWorkspaceLength(rows, dim, p)));
         _workspace = backend.Allocate(new TensorShape(checked((int)Math.Max(1, length))), "nt-xent workspace");
         Stats = backend.Allocate(new TensorShape(ContrastiveCheck.StatsLength), "nt-xent stats");
     }
