@@ -22,10 +22,10 @@ public sealed class InfoNceLoss : IDisposable
         Batch = batch;
         Temperature = temperature;
         Precision = precision;
-        Queue = backend.CreateKeyQueue(queueLength, dim);
         // The requested precision must run here (this throws with the reason if not); the others are sized for when they can.
         var length = Math.Max(backend.InfoNceWorkspaceLength(batch, dim, queueLength, precision), ContrastiveWorkspace.LargestSupported(p => backend.InfoNceWorkspaceLength(batch, dim, queueLength, p)));
         _workspace = backend.Allocate(new TensorShape(checked((int)Math.Max(1, length))), "infonce workspace");
+        Queue = backend.CreateKeyQueue(queueLength, dim);
         Stats = backend.Allocate(new TensorShape(ContrastiveCheck.StatsLength), "infonce stats");
     }
 
