@@ -2,18 +2,19 @@
 //
 // Both losses are "similarity GEMM + row-wise log-sum-exp (+ a second GEMM for the gradient)", so they share one
 // warp-level engine modelled on FlashAttention-2:
-//   * a block owns a tile of 64 rows (4 warps x 16 rows) and sweeps a range of column tiles (BN rows of the other
-//     operand), double-buffered in shared memory with cp.async; the row tile stays resident for the whole sweep;
-//   * each warp computes its 16 x BN similarity tile with mma.sync (TF32 m16n8k8 or BF16 m16n8k16, fp32
+//   * a block owns a tile of 128 rows (4 warps x 32 rows; 64 rows at 256 features) and sweeps a range of column
+//     tiles (BN rows of the other operand), double-buffered in shared memory with cp.async; the row tile stays
+//     resident for the whole sweep;
+//   * each warp computes its 32 x BN similarity tile with mma.sync (TF32 m16n8k8 or BF16 m16n8k16, fp32
 //     accumulation; the fp32 mode splits every operand into two TF32 halves, "3xTF32", fp32-accurate on tensor
 //     cores), whose documented fragment layout lets the epilogue run in registers;
 //   * the epilogue turns similarities into exp-weights in registers and, where the gradient needs it, feeds them
-//     straight back into a second mma (weights x the same column tile) that accumulates a 16 x DP block per warp.
+//     straight back into a second mma (weights x the same column tile) that accumulates a 32 x DP block per warp.
 // The column range is split across blocks (grid.y) when the row tiles alone cannot fill the GPU; every split writes
 // its own partial (max, sum[, weighted rows]) and a small combine kernel merges them in a fixed order, so nothing
 // uses atomics and every result is deterministic. No kernel ever materialises a rows x columns matrix.
 //
-// Operands live in "operand buffers": rows padded to a multiple of 64 with zero rows, columns padded to DP
+// Operands live in "operand buffers": rows padded to a multiple of 128 with zero rows, columns padded to DP
 // (64, 128 or 256) with zeros, stored as fp32 (fp32 mode), fp32 rounded to TF32 (tf32 mode) or bf16 (bf16 mode).
 // Logits are kept in base-2 units: x = cos * log2(e) / tau, so every exponential is one ex2.approx.
 //
