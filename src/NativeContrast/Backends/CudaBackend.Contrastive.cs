@@ -1,0 +1,441 @@
+namespace NativeContrast.Backends;
+
+using NativeContrast.Cuda;
+using NativeContrast.Tensors;
+
+// Launchers for native/contrastive.cu. The tiled kernels exist per (operand format, padded dim); the constants
+// below mirror nc_contrastive::Tiling. Workspaces are carved into 256-byte aligned sections; the number of column
+// splits (grid.y) is chosen per call from the device's SM count and the kernel's occupancy, and the workspace
+// length accounts for it, so a workspace sized by *WorkspaceLength on this backend always fits.
+public sealed partial class CudaBackend
+{
+    private const int ContrastiveThreads = 128;
+    /// <summary>Operand buffers (and row tiles) are padded to a multiple of this many rows (kMaxBlockRows).</summary>
+    private const int ContrastivePadRows = 128;
+    private const int WarpRowsThreads = 256;
+    private const int MaxFusedDim = 256;
+    private const int MaxColumnSplits = 256;
+
+    private static readonly string[] FormatNames = ["fp32", "tf32", "bf16"];
+    private static readonly int[] PaddedDims = [64, 128, 256];
+    private static readonly string[,] NtXentForwardKernels = KernelNames("nc_contrastive_ntxent_forward");
+    private static readonly string[,] NtXentBackwardKernels = KernelNames("nc_contrastive_ntxent_backward");
+    private static readonly string[,] InfoNceSweepKernels = KernelNames("nc_contrastive_infonce_sweep");
+
+    private readonly Dictionary<string, int> _residentBlocks = [];
+
+    public long NtXentWorkspaceLength(int rows, int dim, MatmulPrecision precision) => PlanNtXent(rows, dim, precision).Length;
+
+    public unsafe void NtXentForward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats)
+    {
+        var (rows, dim) = ContrastiveCheck.NtXent(z, temperature);
+        var plan = PlanNtXent(rows, dim, precision);
+        ContrastiveCheck.Workspace(workspace, plan.Length);
+        ContrastiveCheck.Stats(stats);
+        Context.MakeCurrent();
+        var ws = workspace.DevicePointer();
+        ulong operand = ws + plan.Operand, invNorm = ws + plan.InvNorm, lse2 = ws + plan.Lse2, positive = ws + plan.Positive;
+        ulong rowStats = ws + plan.RowStats, partial = ws + plan.Partial, statsPointer = stats.DevicePointer();
+        PrepareOperand(z.DevicePointer(), rows, plan.RowsPadded, dim, normalize: true, plan.Tiling, operand, invNorm);
+
+        int splits = plan.ForwardSplits, tilesPerSplit = plan.ForwardTilesPerSplit;
+        var logitScale = LogitScale(temperature);
+        void** forward = stackalloc void*[] { &operand, &rows, &logitScale, &tilesPerSplit, &partial, &positive };
+        Kernel(plan.Tiling.Name(NtXentForwardKernels)).Launch(new Dim3((uint)(plan.RowsPadded / plan.Tiling.BlockRows), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.ColumnTile), Stream, forward);
+
+        void** combine = stackalloc void*[] { &partial, &positive, &rows, &splits, &logitScale, &lse2, &rowStats };
+        Kernel("nc_contrastive_ntxent_combine").Launch(Grid(rows, 256), 256, 0, Stream, combine);
+        LaunchStats(rowStats, rows, statsPointer);
+    }
+
+    public unsafe void NtXentBackward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor dz, float gradScale = 1f)
+    {
+        var (rows, dim) = ContrastiveCheck.NtXent(z, temperature);
+        var plan = PlanNtXent(rows, dim, precision);
+        ContrastiveCheck.Workspace(workspace, plan.Length);
+        Check.SameShape(z, dz);
+        Context.MakeCurrent();
+        var ws = workspace.DevicePointer();
+        ulong operand = ws + plan.Operand, invNorm = ws + plan.InvNorm, lse2 = ws + plan.Lse2, gradPartial = ws + plan.GradPartial;
+        ulong zPointer = z.DevicePointer(), dzPointer = dz.DevicePointer();
+        int rowsPadded = plan.RowsPadded, splits = plan.BackwardSplits, tilesPerSplit = plan.BackwardTilesPerSplit, dpad = plan.Tiling.PaddedDim;
+        var logitScale = LogitScale(temperature);
+        void** backward = stackalloc void*[] { &operand, &lse2, &rows, &rowsPadded, &logitScale, &tilesPerSplit, &gradPartial };
+        Kernel(plan.Tiling.Name(NtXentBackwardKernels)).Launch(new Dim3((uint)(rowsPadded / plan.Tiling.BlockRows), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.ColumnTile), Stream, backward);
+
+        var gradFactor = gradScale / (rows * temperature);
+        void** finalize = stackalloc void*[] { &zPointer, &rows, &dim, &invNorm, &gradPartial, &splits, &rowsPadded, &dpad, &gradFactor, &dzPointer };
+        Kernel("nc_contrastive_ntxent_finalize").Launch(Grid((long)rows * 32, WarpRowsThreads), WarpRowsThreads, 0, Stream, finalize);
+    }
+
+    public KeyQueue CreateKeyQueue(int capacity, int dim)
+    {
+        var tiling = ContrastiveTiling.For(dim, MatmulPrecision.Fp32);
+        return new CudaKeyQueue(this, capacity, dim, tiling.PaddedDim);
+    }
+
+    public unsafe void EnqueueKeys(KeyQueue queue, Tensor keys)
+    {
+        var keyQueue = Own(queue);
+        ContrastiveCheck.Keys(queue, keys);
+        var count = keys.Rows;
+        var skipped = Math.Max(0, count - queue.Capacity);
+        if (skipped > 0)
+        {
+            keys = keys.SliceRows(skipped, queue.Capacity);
+        }
+        Context.MakeCurrent();
+        var kept = count - skipped;
+        int dim = queue.Dim, capacity = queue.Capacity, dpad = keyQueue.PaddedDim;
+        var position = (int)((queue.Position + (long)skipped) % capacity);
+        ulong source = keys.DevicePointer(), canonical = keyQueue.Keys.DevicePointer();
+        ulong fp32 = keyQueue.ShadowPointer(MatmulPrecision.Fp32), tf32 = keyQueue.ShadowPointer(MatmulPrecision.Tf32), bf16 = keyQueue.ShadowPointer(MatmulPrecision.Bf16);
+        void** args = stackalloc void*[] { &source, &kept, &dim, &capacity, &position, &canonical, &dpad, &fp32, &tf32, &bf16 };
+        Kernel("nc_contrastive_enqueue").Launch(Grid((long)kept * 32, WarpRowsThreads), WarpRowsThreads, 0, Stream, args);
+        queue.Position = (int)((queue.Position + (long)count) % capacity);
+    }
+
+    public long InfoNceWorkspaceLength(int batch, int dim, int queueLength, MatmulPrecision precision) =>
+        PlanInfoNce(batch, dim, queueLength, precision).Length;
+
+    public unsafe void InfoNce(Tensor q, Tensor k, KeyQueue queue, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f)
+    {
+        var keyQueue = Own(queue);
+        var (batch, dim) = ContrastiveCheck.InfoNce(q, k, queue, temperature, dq);
+        var plan = PlanInfoNce(batch, dim, queue.Capacity, precision);
+        ContrastiveCheck.Workspace(workspace, plan.Length);
+        ContrastiveCheck.Stats(stats);
+        Context.MakeCurrent();
+        var ws = workspace.DevicePointer();
+        ulong queries = ws + plan.Queries, invNormQ = ws + plan.InvNorm, partial = ws + plan.Partial, weighted = ws + plan.Weighted;
+        ulong rowStats = ws + plan.RowStats, qPointer = q.DevicePointer(), kPointer = k.DevicePointer();
+        ulong dqPointer = dq?.DevicePointer() ?? 0UL, statsPointer = stats.DevicePointer();
+        ulong keys = keyQueue.Operand(precision);
+        PrepareOperand(qPointer, batch, plan.RowsPadded, dim, normalize: true, plan.Tiling, queries, invNormQ);
+
+        int queueLength = queue.Capacity, splits = plan.Splits, tilesPerSplit = plan.TilesPerSplit, dpad = plan.Tiling.PaddedDim;
+        var logitScale = LogitScale(temperature);
+        void** sweep = stackalloc void*[] { &queries, &keys, &batch, &queueLength, &logitScale, &tilesPerSplit, &partial, &weighted };
+        Kernel(plan.Tiling.Name(InfoNceSweepKernels)).Launch(new Dim3((uint)(plan.RowsPadded / plan.Tiling.BlockRows), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.SweepColumnTile), Stream, sweep);
+
+        var gradFactor = gradScale / (batch * temperature);
+        void** combine = stackalloc void*[] { &qPointer, &kPointer, &batch, &dim, &invNormQ, &partial, &weighted, &splits, &dpad, &logitScale, &gradFactor, &dqPointer, &rowStats };
+        Kernel("nc_contrastive_infonce_combine").Launch(Grid((long)batch * 32, WarpRowsThreads), WarpRowsThreads, 0, Stream, combine);
+        LaunchStats(rowStats, batch, statsPointer);
+    }
+
+    public unsafe void MaskSelfSimilarity(Tensor logits)
+    {
+        Context.MakeCurrent();
+        ulong x = logits.DevicePointer();
+        int rows = logits.Rows, cols = logits.Cols;
+        void** args = stackalloc void*[] { &x, &rows, &cols };
+        Kernel("nc_contrastive_mask_self").Launch(Grid(Math.Min(rows, cols), 256), 256, 0, Stream, args);
+    }
+
+    public unsafe void PositiveLogits(Tensor logits, PositivePairing pairing, Tensor positives, Tensor hits)
+    {
+        ContrastiveCheck.Pairing(logits, pairing);
+        Check.Length(positives.Length, logits.Rows, positives.Describe());
+        Check.Length(hits.Length, logits.Rows, hits.Describe());
+        Context.MakeCurrent();
+        ulong x = logits.DevicePointer(), p = positives.DevicePointer(), h = hits.DevicePointer();
+        int rows = logits.Rows, cols = logits.Cols, mode = (int)pairing;
+        void** args = stackalloc void*[] { &x, &rows, &cols, &mode, &p, &h };
+        Kernel("nc_contrastive_positive_logits").Launch(Grid((long)rows * 32, WarpRowsThreads), WarpRowsThreads, 0, Stream, args);
+    }
+
+    public unsafe void AddAtPositives(Tensor x, PositivePairing pairing, float value)
+    {
+        ContrastiveCheck.Pairing(x, pairing);
+        Context.MakeCurrent();
+        ulong pointer = x.DevicePointer();
+        int rows = x.Rows, cols = x.Cols, mode = (int)pairing;
+        void** args = stackalloc void*[] { &pointer, &rows, &cols, &mode, &value };
+        Kernel("nc_contrastive_add_at_positives").Launch(Grid(rows, 256), 256, 0, Stream, args);
+    }
+
+    public unsafe void RowDot(Tensor a, Tensor b, float alpha, Tensor result)
+    {
+        Check.SameShape(a, b);
+        Check.Length(result.Length, a.Rows, result.Describe());
+        Context.MakeCurrent();
+        ulong x = a.DevicePointer(), y = b.DevicePointer(), r = result.DevicePointer();
+        int rows = a.Rows, cols = a.Cols;
+        void** args = stackalloc void*[] { &x, &y, &rows, &cols, &alpha, &r };
+        Kernel("nc_contrastive_row_dot").Launch(Grid((long)rows * 32, WarpRowsThreads), WarpRowsThreads, 0, Stream, args);
+    }
+
+    public void ConcatColumns(Tensor left, Tensor right, Tensor result) => MoveColumns(left, right, result, toParts: 0);
+
+    public void SplitColumns(Tensor source, Tensor left, Tensor right) => MoveColumns(left, right, source, toParts: 1);
+
+    public unsafe void AddScaledRows(Tensor x, Tensor rowScale, Tensor y)
+    {
+        Check.SameShape(x, y);
+        Check.Length(rowScale.Length, x.Rows, rowScale.Describe());
+        Context.MakeCurrent();
+        ulong xs = x.DevicePointer(), s = rowScale.DevicePointer(), ys = y.DevicePointer();
+        int rows = x.Rows, cols = x.Cols;
+        void** args = stackalloc void*[] { &xs, &s, &rows, &cols, &ys };
+        Kernel("nc_contrastive_add_scaled_rows").Launch(GridStride(x.Length), 256, 0, Stream, args);
+    }
+
+    private unsafe void MoveColumns(Tensor left, Tensor right, Tensor whole, int toParts)
+    {
+        if (left.Rows != whole.Rows || right.Rows != whole.Rows || left.Cols + right.Cols != whole.Cols)
+        {
+            throw new ArgumentException($"{whole.Describe()} is not {left.Describe()} and {right.Describe()} side by side");
+        }
+        Context.MakeCurrent();
+        ulong l = left.DevicePointer(), r = right.DevicePointer(), w = whole.DevicePointer();
+        int leftCols = left.Cols, rightCols = right.Cols, rows = whole.Rows;
+        void** args = stackalloc void*[] { &l, &leftCols, &r, &rightCols, &rows, &w, &toParts };
+        Kernel("nc_contrastive_concat_columns").Launch(GridStride(whole.Length), 256, 0, Stream, args);
+    }
+
+    /// <summary>x → operand buffer [rowsPadded, dpad] of the tiling's format (zero padding), optionally normalised.</summary>
+    private unsafe void PrepareOperand(ulong x, int rows, int rowsPadded, int dim, bool normalize, ContrastiveTiling tiling, ulong operand, ulong invNorm)
+    {
+        int doNormalize = normalize ? 1 : 0, format = tiling.Format, dpad = tiling.PaddedDim;
+        void** args = stackalloc void*[] { &x, &rows, &rowsPadded, &dim, &doNormalize, &format, &dpad, &operand, &invNorm };
+        Kernel("nc_contrastive_prepare_operand").Launch(Grid((long)rowsPadded * 32, WarpRowsThreads), WarpRowsThreads, 0, Stream, args);
+    }
+
+    private unsafe void LaunchStats(ulong rowStats, int rows, ulong stats)
+    {
+        void** args = stackalloc void*[] { &rowStats, &rows, &stats };
+        Kernel("nc_contrastive_stats").Launch(1, 512, 0, Stream, args);
+    }
+
+    private static Dim3 Grid(long count, int threads) => new(Blocks(count, threads));
+
+    /// <summary>Blocks for a grid-stride loop: enough to fill the device, no more.</summary>
+    private Dim3 GridStride(long count) => new((uint)Math.Min(Blocks(count, 256), (long)Info.Multiprocessors * 16));
+
+    /// <summary>log2(e) / tau: the kernels keep logits in base-2 units.</summary>
+    private static float LogitScale(float temperature) => (float)(1.0 / (Math.Log(2.0) * temperature));
+
+    private static CudaKeyQueue Own(KeyQueue queue) =>
+        queue as CudaKeyQueue ?? throw new ArgumentException($"the key queue lives on {queue.Keys.Device}; the CUDA backend needs one it created");
+
+    private static string[,] KernelNames(string prefix)
+    {
+        var names = new string[FormatNames.Length, PaddedDims.Length];
+        for (var f = 0; f < FormatNames.Length; f++)
+        {
+            for (var d = 0; d < PaddedDims.Length; d++)
+            {
+                names[f, d] = $"{prefix}_{FormatNames[f]}_d{PaddedDims[d]}";
+            }
+        }
+        return names;
+    }
+
+    /// <summary>
+    /// Column splits for a grid of rowTiles x splits blocks: the split count whose estimated makespan
+    /// (waves of resident blocks x column tiles per block) is smallest, the fewest splits among equals, because
+    /// every split adds a partial result to write and merge.
+    /// </summary>
+    private (int Splits, int TilesPerSplit) PlanSplits(string kernel, int sharedBytes, int rowTiles, int columnTiles)
+    {
+        var slots = (long)Info.Multiprocessors * ResidentBlocks(kernel, sharedBytes);
+        var (best, bestCost) = (1, long.MaxValue);
+        for (var splits = 1; splits <= Math.Min(columnTiles, MaxColumnSplits); splits++)
+        {
+            var tilesPerSplit = (columnTiles + splits - 1) / splits;
+            if ((columnTiles + tilesPerSplit - 1) / tilesPerSplit != splits)
+            {
+                continue;
+            }
+            var waves = ((long)rowTiles * splits + slots - 1) / slots;
+            var cost = waves * tilesPerSplit;
+            if (cost < bestCost)
+            {
+                (best, bestCost) = (splits, cost);
+            }
+        }
+        return (best, (columnTiles + best - 1) / best);
+    }
+
+    private int ResidentBlocks(string kernel, int sharedBytes)
+    {
+        if (_residentBlocks.TryGetValue(kernel, out var blocks))
+        {
+            return blocks;
+        }
+        if (sharedBytes > Info.MaxSharedMemoryPerBlockOptIn)
+        {
+            throw new NotSupportedException($"{kernel} needs {sharedBytes} bytes of shared memory per block; {Info.Name} allows {Info.MaxSharedMemoryPerBlockOptIn} (use a smaller dim, bf16, or the unfused composition)");
+        }
+        Context.MakeCurrent();
+        blocks = Math.Max(1, Kernel(kernel).MaxActiveBlocksPerMultiprocessor(ContrastiveThreads, sharedBytes));
+        _residentBlocks[kernel] = blocks;
+        return blocks;
+    }
+
+    private NtXentPlan PlanNtXent(int rows, int dim, MatmulPrecision precision)
+    {
+        var tiling = ContrastiveTiling.For(dim, precision);
+        var rowsPadded = RoundUp(rows, ContrastivePadRows);
+        var rowTiles = rowsPadded / tiling.BlockRows;
+        var columnTiles = (rows + tiling.ColumnTile - 1) / tiling.ColumnTile;
+        var (forwardSplits, forwardTiles) = PlanSplits(tiling.Name(NtXentForwardKernels), tiling.SharedBytes(tiling.ColumnTile), rowTiles, columnTiles);
+        var (backwardSplits, backwardTiles) = PlanSplits(tiling.Name(NtXentBackwardKernels), tiling.SharedBytes(tiling.ColumnTile), rowTiles, columnTiles);
+        var layout = new WorkspaceLayout();
+        return new NtXentPlan(
+            tiling, rowsPadded, forwardSplits, forwardTiles, backwardSplits, backwardTiles,
+            Operand: layout.Take(tiling.OperandFloats(rowsPadded)),
+            InvNorm: layout.Take(rowsPadded),
+            Lse2: layout.Take(rowsPadded),
+            Positive: layout.Take(rows),
+            RowStats: layout.Take(3L * rows),
+            Partial: layout.Take(2L * forwardSplits * rows),
+            GradPartial: layout.Take((long)backwardSplits * rowsPadded * tiling.PaddedDim),
+            Length: layout.Floats);
+    }
+
+    private InfoNcePlan PlanInfoNce(int batch, int dim, int queueLength, MatmulPrecision precision)
+    {
+        var tiling = ContrastiveTiling.For(dim, precision);
+        var rowsPadded = RoundUp(batch, ContrastivePadRows);
+        var columnTiles = (queueLength + tiling.SweepColumnTile - 1) / tiling.SweepColumnTile;
+        var (splits, tilesPerSplit) = PlanSplits(tiling.Name(InfoNceSweepKernels), tiling.SharedBytes(tiling.SweepColumnTile), rowsPadded / tiling.BlockRows, columnTiles);
+        var layout = new WorkspaceLayout();
+        return new InfoNcePlan(
+            tiling, rowsPadded, splits, tilesPerSplit,
+            Queries: layout.Take(tiling.OperandFloats(rowsPadded)),
+            InvNorm: layout.Take(rowsPadded),
+            Partial: layout.Take(2L * splits * batch),
+            Weighted: layout.Take((long)splits * batch * tiling.PaddedDim),
+            RowStats: layout.Take(3L * batch),
+            Length: layout.Floats);
+    }
+
+    private static int RoundUp(int value, int multiple) => (value + multiple - 1) / multiple * multiple;
+
+    /// <summary>Sections of a workspace, each starting on a 256-byte boundary; offsets are returned in bytes.</summary>
+    private sealed class WorkspaceLayout
+    {
+        private const long AlignFloats = 64;
+
+        public long Floats { get; private set; }
+
+        public ulong Take(long floats)
+        {
+            var offset = Floats;
+            Floats += (floats + AlignFloats - 1) / AlignFloats * AlignFloats;
+            return (ulong)offset * sizeof(float);
+        }
+    }
+
+    private readonly record struct NtXentPlan(
+        ContrastiveTiling Tiling, int RowsPadded, int ForwardSplits, int ForwardTilesPerSplit, int BackwardSplits, int BackwardTilesPerSplit,
+        ulong Operand, ulong InvNorm, ulong Lse2, ulong Positive, ulong RowStats, ulong Partial, ulong GradPartial, long Length);
+
+    private readonly record struct InfoNcePlan(
+        ContrastiveTiling Tiling, int RowsPadded, int Splits, int TilesPerSplit,
+        ulong Queries, ulong InvNorm, ulong Partial, ulong Weighted, ulong RowStats, long Length);
+
+    /// <summary>Geometry of the tiled kernels for one (format, padded dim); mirrors nc_contrastive::Tiling.</summary>
+    private readonly record struct ContrastiveTiling(int Format, int DimIndex)
+    {
+        public int PaddedDim => PaddedDims[DimIndex];
+
+        /// <summary>m16 tiles per warp: 32 rows per warp, 16 at 256 features.</summary>
+        public int WarpTiles => PaddedDim == 256 ? 1 : 2;
+
+        /// <summary>Rows per block: four warps.</summary>
+        public int BlockRows => 4 * 16 * WarpTiles;
+
+        /// <summary>Column tile of the NT-Xent kernels.</summary>
+        public int ColumnTile => PaddedDim == 64 ? 64 : 32;
+
+        /// <summary>Column tile of the InfoNCE sweep, narrower where the accumulator or the split operands need registers.</summary>
+        public int SweepColumnTile => Format == (int)MatmulPrecision.Fp32
+            ? PaddedDim switch { 256 => 8, 128 => 16, _ => ColumnTile }
+            : PaddedDim == 256 ? 16 : ColumnTile;
+
+        public int ElementBytes => Format == (int)MatmulPrecision.Bf16 ? 2 : 4;
+
+        public int Stride => PaddedDim + (Format == (int)MatmulPrecision.Bf16 ? 8 : 4);
+
+        public static ContrastiveTiling For(int dim, MatmulPrecision precision)
+        {
+            if (dim > MaxFusedDim)
+            {
+                throw new NotSupportedException($"the fused contrastive kernels hold rows of up to {MaxFusedDim} features; got {dim} (use the unfused composition)");
+            }
+            if (precision is not (MatmulPrecision.Fp32 or MatmulPrecision.Tf32 or MatmulPrecision.Bf16))
+            {
+                throw new ArgumentOutOfRangeException(nameof(precision), precision, "unknown precision");
+            }
+            return new ContrastiveTiling((int)precision, dim <= 64 ? 0 : dim <= 128 ? 1 : 2);
+        }
+
+        public string Name(string[,] kernels) => kernels[Format, DimIndex];
+
+        /// <summary>The resident row tile and two column tiles (double buffering).</summary>
+        public int SharedBytes(int columnTile) => (BlockRows + (2 * columnTile)) * Stride * ElementBytes;
+
+        public long OperandFloats(long rows) => rows * PaddedDim * ElementBytes / sizeof(float);
+    }
+
+    /// <summary>
+    /// The queue on the device: canonical fp32 keys [capacity, dim] plus, created on first use of a precision and
+    /// kept in step by every enqueue, operand copies [capacity rounded up to 64, dpad] in that precision's format
+    /// (fp32 needs its own copy only when dim is not already a padded width).
+    /// </summary>
+    private sealed class CudaKeyQueue : KeyQueue
+    {
+        private readonly CudaBackend _backend;
+        private readonly Tensor _canonical;
+        private readonly CudaStorage?[] _shadows = new CudaStorage?[3];
+
+        public CudaKeyQueue(CudaBackend backend, int capacity, int dim, int paddedDim)
+            : base(capacity, dim)
+        {
+            _backend = backend;
+            PaddedDim = paddedDim;
+            RowsPadded = RoundUp(capacity, ContrastivePadRows);
+            _canonical = backend.Allocate(new TensorShape(RowsPadded, dim), "key queue");
+            Keys = _canonical.SliceRows(0, capacity);
+        }
+
+        public override Tensor Keys { get; }
+
+        public int PaddedDim { get; }
+
+        public int RowsPadded { get; }
+
+        /// <summary>The operand buffer the sweep reads for this precision, created from the canonical keys if needed.</summary>
+        public ulong Operand(MatmulPrecision precision)
+        {
+            if (precision == MatmulPrecision.Fp32 && Dim == PaddedDim)
+            {
+                return _canonical.DevicePointer();
+            }
+            var shadow = _shadows[(int)precision];
+            if (shadow is null)
+            {
+                var tiling = ContrastiveTiling.For(Dim, precision);
+                shadow = new CudaStorage(tiling.OperandFloats(RowsPadded));
+                _shadows[(int)precision] = shadow;
+                _backend.PrepareOperand(_canonical.DevicePointer(), Capacity, RowsPadded, Dim, normalize: false, tiling, shadow.Pointer, 0UL);
+            }
+            return shadow.Pointer;
+        }
+
+        /// <summary>The operand copy of a precision, or 0 when it has not been created (the enqueue kernel skips it).</summary>
+        public ulong ShadowPointer(MatmulPrecision precision) => _shadows[(int)precision]?.Pointer ?? 0UL;
+
+        public override void Dispose()
+        {
+            foreach (var shadow in _shadows)
+            {
+                shadow?.Dispose();
+            }
+            _canonical.Dispose();
+        }
+    }
+}

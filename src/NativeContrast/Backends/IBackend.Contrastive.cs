@@ -1,0 +1,186 @@
+namespace NativeContrast.Backends;
+
+using NativeContrast.Tensors;
+
+/// <summary>Where the positive of each row sits in a logits matrix (used by the unfused compositions).</summary>
+public enum PositivePairing
+{
+    /// <summary>NT-Xent's two views: the positive of row i is column (i + rows/2) mod rows.</summary>
+    OtherView,
+
+    /// <summary>InfoNCE's [positive | queue] logits: the positive is column 0.</summary>
+    FirstColumn,
+}
+
+/// <summary>
+/// Contrastive losses. The fused ops never materialise a rows × columns similarity matrix: they use a workspace
+/// of O(rows · dim) floats that the caller allocates once (length from the *WorkspaceLength methods) and reuses.
+/// Statistics land in a device tensor of three floats [loss, mean positive cosine, top-1 accuracy of the positive],
+/// so no op waits for the device. Cosines are taken between L2-normalised rows; logits are cosine / temperature.
+/// </summary>
+public partial interface IBackend
+{
+    /// <summary>Floats of workspace that <see cref="NtXentForward"/> and <see cref="NtXentBackward"/> need for z [rows, dim].</summary>
+    long NtXentWorkspaceLength(int rows, int dim, MatmulPrecision precision);
+
+    /// <summary>
+    /// NT-Xent (SimCLR) over z [2N, dim]: rows i and (i + N) mod 2N are the two views of one sample. Each row's
+    /// cross-entropy runs over the 2N − 1 other rows; stats ← [mean loss, mean positive cosine, top-1 accuracy].
+    /// The workspace keeps what <see cref="NtXentBackward"/> needs (normalised rows, per-row log-sum-exps).
+    /// </summary>
+    void NtXentForward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats);
+
+    /// <summary>dz ← gradScale · ∂loss/∂z, after <see cref="NtXentForward"/> on the same z, workspace and precision.</summary>
+    void NtXentBackward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor dz, float gradScale = 1f);
+
+    /// <summary>A ring buffer of <paramref name="capacity"/> L2-normalised keys of <paramref name="dim"/> floats, zero-filled.</summary>
+    KeyQueue CreateKeyQueue(int capacity, int dim);
+
+    /// <summary>
+    /// Writes the rows of <paramref name="keys"/>, L2-normalised, over the oldest entries of the queue (wrapping
+    /// around) and advances its position on the host. With more keys than capacity only the last ones are kept.
+    /// </summary>
+    void EnqueueKeys(KeyQueue queue, Tensor keys);
+
+    /// <summary>Floats of workspace that <see cref="InfoNce"/> needs.</summary>
+    long InfoNceWorkspaceLength(int batch, int dim, int queueLength, MatmulPrecision precision);
+
+    /// <summary>
+    /// InfoNCE against a queue (MoCo v2, PiCO): per row the cross-entropy of logits [qn·kn, qn·queueᵀ] / temperature
+    /// with the positive first (q and k are normalised here; the queue holds normalised keys). stats ← [mean loss,
+    /// mean positive cosine, top-1 accuracy]; when <paramref name="dq"/> is given it receives gradScale · ∂loss/∂q,
+    /// computed in the same sweep over the queue. k receives no gradient (it comes from the momentum encoder).
+    /// </summary>
+    void InfoNce(Tensor q, Tensor k, KeyQueue queue, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f);
+
+    // Glue for the unfused compositions (Losses/Unfused*.cs): each is one small kernel or loop.
+
+    /// <summary>logits[i, i] ← −∞ (removes self-similarity from a softmax).</summary>
+    void MaskSelfSimilarity(Tensor logits);
+
+    /// <summary>positives[i] ← logits[i, p(i)]; hits[i] ← 1 when no other column of row i exceeds it, else 0.</summary>
+    void PositiveLogits(Tensor logits, PositivePairing pairing, Tensor positives, Tensor hits);
+
+    /// <summary>x[i, p(i)] ← x[i, p(i)] + value.</summary>
+    void AddAtPositives(Tensor x, PositivePairing pairing, float value);
+
+    /// <summary>result[i] ← alpha·⟨a[i, :], b[i, :]⟩.</summary>
+    void RowDot(Tensor a, Tensor b, float alpha, Tensor result);
+
+    /// <summary>result ← [left | right] (columns side by side).</summary>
+    void ConcatColumns(Tensor left, Tensor right, Tensor result);
+
+    /// <summary>(left, right) ← the first and remaining columns of source; the inverse of <see cref="ConcatColumns"/>.</summary>
+    void SplitColumns(Tensor source, Tensor left, Tensor right);
+
+    /// <summary>y[i, :] ← y[i, :] + rowScale[i]·x[i, :].</summary>
+    void AddScaledRows(Tensor x, Tensor rowScale, Tensor y);
+}
+
+/// <summary>
+/// MoCo's queue: a ring buffer of L2-normalised keys on one backend. The write position lives on the host (batch
+/// and capacity are known), so enqueueing never waits for the device. Created by <see cref="IBackend.CreateKeyQueue"/>.
+/// </summary>
+public abstract class KeyQueue : IDisposable
+{
+    protected KeyQueue(int capacity, int dim)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(dim, 1);
+        Capacity = capacity;
+        Dim = dim;
+    }
+
+    public int Capacity { get; }
+
+    public int Dim { get; }
+
+    /// <summary>The row the next key is written to; the oldest key sits here once the queue has wrapped.</summary>
+    public int Position { get; protected internal set; }
+
+    /// <summary>The keys [Capacity, Dim] in fp32 (checkpoints, tests, the unfused composition's GEMM).</summary>
+    public abstract Tensor Keys { get; }
+
+    public abstract void Dispose();
+}
+
+/// <summary>Argument checks shared by the contrastive ops of both backends.</summary>
+internal static class ContrastiveCheck
+{
+    /// <summary>The three floats of a statistics tensor: loss, mean positive cosine, top-1 accuracy.</summary>
+    public const int StatsLength = 3;
+
+    public static (int Rows, int Dim) NtXent(Tensor z, float temperature)
+    {
+        Temperature(temperature);
+        var (rows, dim) = (z.Rows, z.Cols);
+        if (z.Shape.Rank != 2 || rows < 2 || rows % 2 != 0 || dim < 1)
+        {
+            throw new ArgumentException($"{z.Describe()}: NT-Xent needs a [2N, dim] matrix with N >= 1 (views a then b)");
+        }
+        return (rows, dim);
+    }
+
+    public static (int Batch, int Dim) InfoNce(Tensor q, Tensor k, KeyQueue queue, float temperature, Tensor? dq)
+    {
+        Temperature(temperature);
+        if (q.Shape.Rank != 2 || q.Rows < 1)
+        {
+            throw new ArgumentException($"{q.Describe()}: InfoNCE needs queries as a [batch, dim] matrix");
+        }
+        Check.SameShape(q, k);
+        if (queue.Dim != q.Cols)
+        {
+            throw new ArgumentException($"{q.Describe()}: queries have {q.Cols} features, the key queue holds {queue.Dim}");
+        }
+        if (dq is not null)
+        {
+            Check.SameShape(q, dq);
+        }
+        return (q.Rows, q.Cols);
+    }
+
+    public static void Workspace(Tensor workspace, long needed)
+    {
+        if (workspace.Length < needed)
+        {
+            throw new ArgumentException($"{workspace.Describe()}: the op needs a workspace of {needed} floats, got {workspace.Length}");
+        }
+    }
+
+    public static void Stats(Tensor stats)
+    {
+        if (stats.Length != StatsLength)
+        {
+            throw new ArgumentException($"{stats.Describe()}: statistics need exactly {StatsLength} floats (loss, positive cosine, top-1)");
+        }
+    }
+
+    public static void Keys(KeyQueue queue, Tensor keys)
+    {
+        if (keys.Shape.Rank != 2 || keys.Cols != queue.Dim)
+        {
+            throw new ArgumentException($"{keys.Describe()}: keys must be a [count, {queue.Dim}] matrix for this queue");
+        }
+    }
+
+    public static void Pairing(Tensor logits, PositivePairing pairing)
+    {
+        if (pairing == PositivePairing.OtherView && (logits.Rows != logits.Cols || logits.Rows % 2 != 0))
+        {
+            throw new ArgumentException($"{logits.Describe()}: pairing the two views needs a square matrix with an even number of rows");
+        }
+        if (logits.Rows < 1 || logits.Cols < 1)
+        {
+            throw new ArgumentException($"{logits.Describe()}: empty logits");
+        }
+    }
+
+    private static void Temperature(float temperature)
+    {
+        if (!(temperature > 0f) || !float.IsFinite(temperature))
+        {
+            throw new ArgumentOutOfRangeException(nameof(temperature), temperature, "the temperature must be a positive finite number");
+        }
+    }
+}

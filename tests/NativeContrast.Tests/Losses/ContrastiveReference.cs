@@ -1,0 +1,154 @@
+namespace NativeContrast.Tests.Losses;
+
+/// <summary>
+/// Float64 references for the contrastive losses, written straight from the definitions (full similarity matrix,
+/// explicit softmax), independent of the backends' code. Small problems only.
+/// </summary>
+public static class ContrastiveReference
+{
+    public sealed record Result(double Loss, double PositiveSimilarity, double Top1, double[] Gradient);
+
+    /// <summary>NT-Xent over z [rows, dim] (row i's positive is (i + rows/2) mod rows) with ∂loss/∂z.</summary>
+    public static Result NtXent(double[] z, int rows, int dim, double tau, double gradScale = 1)
+    {
+        var (zn, norms) = Normalize(z, rows, dim);
+        var s = new double[rows, rows];
+        for (var i = 0; i < rows; i++)
+        {
+            for (var j = 0; j < rows; j++)
+            {
+                s[i, j] = Dot(zn, i, zn, j, dim);
+            }
+        }
+        var lse = new double[rows];
+        double loss = 0, positive = 0, top1 = 0;
+        for (var i = 0; i < rows; i++)
+        {
+            var p = Partner(i, rows);
+            double max = double.NegativeInfinity, others = double.NegativeInfinity;
+            for (var j = 0; j < rows; j++)
+            {
+                if (j != i)
+                {
+                    max = Math.Max(max, s[i, j] / tau);
+                    others = j == p ? others : Math.Max(others, s[i, j]);
+                }
+            }
+            double sum = 0;
+            for (var j = 0; j < rows; j++)
+            {
+                sum += j == i ? 0 : Math.Exp((s[i, j] / tau) - max);
+            }
+            lse[i] = max + Math.Log(sum);
+            loss += lse[i] - (s[i, p] / tau);
+            positive += s[i, p];
+            top1 += s[i, p] >= others ? 1 : 0;
+        }
+
+        // dL/dzn_i = 1/(rows tau) [sum_{j != i} (P_ij + P_ji) zn_j - 2 zn_p(i)]
+        var gn = new double[rows * dim];
+        for (var i = 0; i < rows; i++)
+        {
+            for (var j = 0; j < rows; j++)
+            {
+                if (j == i)
+                {
+                    continue;
+                }
+                var w = Math.Exp((s[i, j] / tau) - lse[i]) + Math.Exp((s[j, i] / tau) - lse[j]);
+                for (var f = 0; f < dim; f++)
+                {
+                    gn[(i * dim) + f] += w * zn[(j * dim) + f];
+                }
+            }
+            var p = Partner(i, rows);
+            for (var f = 0; f < dim; f++)
+            {
+                gn[(i * dim) + f] = gradScale * (gn[(i * dim) + f] - (2 * zn[(p * dim) + f])) / (rows * tau);
+            }
+        }
+        return new Result(loss / rows, positive / rows, top1 / rows, NormalizeBackward(zn, norms, gn, rows, dim));
+    }
+
+    /// <summary>InfoNCE of (q, k) against queue [queueLength, dim] (normalised here too), with ∂loss/∂q.</summary>
+    public static Result InfoNce(double[] q, double[] k, double[] queue, int batch, int dim, int queueLength, double tau, double gradScale = 1)
+    {
+        var (qn, qNorms) = Normalize(q, batch, dim);
+        var (kn, _) = Normalize(k, batch, dim);
+        var (keys, _) = Normalize(queue, queueLength, dim);
+        double loss = 0, positive = 0, top1 = 0;
+        var gn = new double[batch * dim];
+        var logits = new double[queueLength + 1];
+        for (var i = 0; i < batch; i++)
+        {
+            logits[0] = Dot(qn, i, kn, i, dim) / tau;
+            var queueMax = double.NegativeInfinity;
+            for (var j = 0; j < queueLength; j++)
+            {
+                logits[j + 1] = Dot(qn, i, keys, j, dim) / tau;
+                queueMax = Math.Max(queueMax, logits[j + 1]);
+            }
+            var max = Math.Max(queueMax, logits[0]);
+            var sum = logits.Sum(l => Math.Exp(l - max));
+            var lse = max + Math.Log(sum);
+            loss += lse - logits[0];
+            positive += logits[0] * tau;
+            top1 += logits[0] >= queueMax ? 1 : 0;
+            for (var f = 0; f < dim; f++)
+            {
+                var g = (Math.Exp(logits[0] - lse) - 1) * kn[(i * dim) + f];
+                for (var j = 0; j < queueLength; j++)
+                {
+                    g += Math.Exp(logits[j + 1] - lse) * keys[(j * dim) + f];
+                }
+                gn[(i * dim) + f] = gradScale * g / (batch * tau);
+            }
+        }
+        return new Result(loss / batch, positive / batch, top1 / batch, NormalizeBackward(qn, qNorms, gn, batch, dim));
+    }
+
+    public static double[] ToDouble(float[] values) => Array.ConvertAll(values, v => (double)v);
+
+    public static float[] ToFloat(double[] values) => Array.ConvertAll(values, v => (float)v);
+
+    private static int Partner(int i, int rows) => (i + (rows / 2)) % rows;
+
+    private static double Dot(double[] a, int i, double[] b, int j, int dim)
+    {
+        double sum = 0;
+        for (var f = 0; f < dim; f++)
+        {
+            sum += a[(i * dim) + f] * b[(j * dim) + f];
+        }
+        return sum;
+    }
+
+    private static (double[] Normalized, double[] Norms) Normalize(double[] x, int rows, int dim)
+    {
+        var y = new double[x.Length];
+        var norms = new double[rows];
+        for (var i = 0; i < rows; i++)
+        {
+            norms[i] = Math.Sqrt(Dot(x, i, x, i, dim));
+            for (var f = 0; f < dim; f++)
+            {
+                y[(i * dim) + f] = x[(i * dim) + f] / Math.Max(norms[i], 1e-12);
+            }
+        }
+        return (y, norms);
+    }
+
+    private static double[] NormalizeBackward(double[] y, double[] norms, double[] dy, int rows, int dim)
+    {
+        var dx = new double[dy.Length];
+        for (var i = 0; i < rows; i++)
+        {
+            var projection = Dot(y, i, dy, i, dim);
+            for (var f = 0; f < dim; f++)
+            {
+                dx[(i * dim) + f] = (dy[(i * dim) + f] - (y[(i * dim) + f] * projection)) / Math.Max(norms[i], 1e-12);
+            }
+        }
+        return dx;
+    }
+}
