@@ -125,7 +125,8 @@ public sealed class Conv2d
 
     public TensorShape OutputShape(TensorShape input) => Geometry(input).OutputShape(OutChannels);
 
-    public ConvPlan CreatePlan(PlanBuilder builder, TensorShape input)
+    /// <summary>The geometry and workspace views for one input shape; im2col runs in chunks of samples whose columns fit <paramref name="maxColumnElements"/>.</summary>
+    public ConvPlan CreatePlan(PlanBuilder builder, TensorShape input, long maxColumnElements = MaxColumnElements)
     {
         var g = Geometry(input);
         if (IsPointwise)
@@ -133,7 +134,7 @@ public sealed class Conv2d
             return new ConvPlan(g, g.Batch, null, null);
         }
         var perSample = (long)g.OutPositions * g.Columns;
-        var chunk = (int)Math.Clamp(MaxColumnElements / Math.Max(1, perSample), 1, g.Batch);
+        var chunk = (int)Math.Clamp(maxColumnElements / Math.Max(1, perSample), 1, g.Batch);
         var parts = new List<(TensorShape, string)> { (new TensorShape(chunk * g.OutPositions, g.Columns), Module.Join(Name, "columns")) };
         if (Kernel > 1)
         {
