@@ -8,9 +8,15 @@ using NativeContrast.Tensors;
 internal sealed class Harness : IDisposable
 {
     private readonly List<Tensor> _tensors = [];
+    private readonly bool _ownsBackend;
     private PlanBuilder? _builder;
 
-    public Harness(IBackend? backend = null) => Backend = backend ?? new CpuBackend();
+    /// <summary>On a new CPU backend, or on <paramref name="backend"/>, which the caller keeps and disposes.</summary>
+    public Harness(IBackend? backend = null)
+    {
+        _ownsBackend = backend is null;
+        Backend = backend ?? new CpuBackend();
+    }
 
     public IBackend Backend { get; }
 
@@ -54,6 +60,9 @@ internal sealed class Harness : IDisposable
             t.Dispose();
         }
         Arena?.Dispose();
-        Backend.Dispose();
+        if (_ownsBackend)
+        {
+            Backend.Dispose();
+        }
     }
 }
