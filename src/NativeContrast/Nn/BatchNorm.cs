@@ -62,7 +62,7 @@ public sealed class BatchNorm
     public void Bind(ParameterArena arena)
     {
         Backend = arena.Backend;
-        Tensor? Value(int index, string what) => index < 0 ? null : arena.Value(Init.View(arena, index, Module.Join(Name, what)));
+        Tensor? Value(int index, string what) => index < 0 ? null : arena.Value(Module.BoundView(arena, index, Module.Join(Name, what)));
         Parameters = new BatchNormParameters(
             Value(_weightIndex, "weight"), Value(_biasIndex, "bias"),
             Value(_meanIndex, "running_mean")!, Value(_varIndex, "running_var")!, Value(_trackedIndex, "num_batches_tracked"));

@@ -87,11 +87,11 @@ public sealed class Conv2d
     public void Bind(ParameterArena arena)
     {
         Backend = arena.Backend;
-        Weight = arena.Value(Init.View(arena, _weightIndex, Module.Join(Name, "weight")));
+        Weight = arena.Value(Module.BoundView(arena, _weightIndex, Module.Join(Name, "weight")));
         WeightGradient = arena.Gradient(arena[_weightIndex]);
         if (HasBias)
         {
-            Bias = arena.Value(Init.View(arena, _biasIndex, Module.Join(Name, "bias")));
+            Bias = arena.Value(Module.BoundView(arena, _biasIndex, Module.Join(Name, "bias")));
             BiasGradient = arena.Gradient(arena[_biasIndex]);
         }
         var columns = Kernel * Kernel * InChannels;

@@ -18,15 +18,4 @@ public static class Init
         backend.Fill(shift, -bound);
         backend.Axpy(1f, shift, t);
     }
-
-    /// <summary>Binds a declared parameter by index, checking that the arena comes from the same layout.</summary>
-    internal static ParameterView View(ParameterArena arena, int index, string expectedName)
-    {
-        if (index >= arena.Views.Count || arena[index].Name != expectedName)
-        {
-            var found = index < arena.Views.Count ? $"'{arena[index].Name}'" : "nothing";
-            throw new ArgumentException($"arena parameter {index} is {found}, expected '{expectedName}': bind to the arena built from the layout the module declared into");
-        }
-        return arena[index];
-    }
 }

@@ -108,6 +108,17 @@ public abstract class Module : IDisposable
         GC.SuppressFinalize(this);
     }
 
+    /// <summary>The arena view of a parameter declared at <paramref name="index"/>, checking that the arena comes from the same layout.</summary>
+    internal static ParameterView BoundView(ParameterArena arena, int index, string expectedName)
+    {
+        if (index >= arena.Views.Count || arena[index].Name != expectedName)
+        {
+            var found = index < arena.Views.Count ? $"'{arena[index].Name}'" : "nothing";
+            throw new ArgumentException($"arena parameter {index} is {found}, expected '{expectedName}': bind to the arena built from the layout the module declared into");
+        }
+        return arena[index];
+    }
+
     /// <summary>PyTorch's dotted name: <c>Join("layer1.0", "conv1")</c> is "layer1.0.conv1"; an empty prefix adds nothing.</summary>
     public static string Join(string prefix, string name) => prefix.Length == 0 ? name : $"{prefix}.{name}";
 }

@@ -19,6 +19,9 @@ public sealed class Sequential : Module
 
     public IReadOnlyList<Module> Stages => _stages;
 
+    /// <summary>The output of stage <paramref name="stage"/> in the last forward of <paramref name="plan"/>: stage 0 of an encoder + head gives the pooled features.</summary>
+    public Tensor OutputOf(Plan plan, int stage) => Expect<SequentialPlan>(plan.Root).Stages[stage].Output;
+
     public override TensorShape OutputShape(TensorShape input)
     {
         foreach (var stage in _stages)

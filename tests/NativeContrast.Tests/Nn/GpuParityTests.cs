@@ -175,7 +175,7 @@ public class GpuParityTests : GpuTestBase
             var dy = t.Tensor(RandomArray(checked((int)plan.Output.Length), 14), plan.Output.Shape);
             plan.Forward(x, training: true);
             plan.Backward(dy);
-            var features = t.Read(((SequentialPlan)plan.Root).Stages[0].Output);
+            var features = t.Read(model.OutputOf(plan, 0));
             return (features, t.Read(t.Arena.Gradients), t.Read(t.Arena.Values), t.Read(plan.InputGradient!));
         }
         var cpu = Step(Cpu);
