@@ -45,7 +45,7 @@ public sealed class BenchContext(CpuBackend cpu, CudaBackend? gpu, bool quick)
 public static class Program
 {
     /// <summary>Every suite; a new family adds its suite here.</summary>
-    private static readonly IBenchSuite[] Suites = [];
+    private static readonly IBenchSuite[] Suites = [new AugmentBench()];
 
     public static int Main(string[] args)
     {

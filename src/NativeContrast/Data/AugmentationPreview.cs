@@ -55,6 +55,7 @@ public static class AugmentationPreview
         var augmenter = new ViewAugmenter();
         var maxView = preset.Views.Max(v => v.Size);
         var viewBytes = new byte[maxView * maxView * shape.Channels];
+        var planes = new float[maxView * maxView * shape.Channels];
         for (var row = 0; row < count; row++)
         {
             // Golden-ratio stride: spread over the set without landing on one class of a set ordered by class or cycling through them.
@@ -68,7 +69,8 @@ public static class AugmentationPreview
                 var viewShape = new ImageShape(recipe.Size, recipe.Size, shape.Channels);
                 var bytes = viewBytes.AsSpan(0, viewShape.Bytes);
                 var rng = SampleRandom.ForView(seed, epoch, index, v);
-                augmenter.Augment(image, shape, recipe, ref rng, bytes);
+                augmenter.Augment(image, shape, recipe, ref rng, planes.AsSpan(0, viewShape.Bytes));
+                ImageOps.ToBytes(planes.AsSpan(0, viewShape.Bytes), viewShape, bytes);
                 Blit(grid, width, top, (2 * Gap) + ((v + 1) * (cell + Gap)), cell, bytes, viewShape, zoom);
             }
         }

@@ -137,7 +137,7 @@ public sealed class ContrastiveLoader : IDisposable
     private readonly IImageDataset _dataset;
     private readonly BatchSlot[] _slots;
     private readonly long[] _viewOffsets;
-    private readonly float[] _normalizeTable;
+    private readonly ChannelStats _normalization;
     private readonly CudaBackend? _cuda;
     private long _images, _views;
     private double _wallSeconds, _waitSeconds, _busySeconds;
@@ -162,7 +162,7 @@ public sealed class ContrastiveLoader : IDisposable
         _dataset = dataset;
         Preset = preset;
         Options = options;
-        _normalizeTable = ImageOps.NormalizeTable(stats);
+        _normalization = stats;
         _viewOffsets = new long[preset.ViewCount + 1];
         for (var v = 0; v < preset.ViewCount; v++)
         {
@@ -352,9 +352,6 @@ public sealed class ContrastiveLoader : IDisposable
         private void Work()
         {
             var augmenter = new ViewAugmenter();
-            var shape = loader._dataset.Shape;
-            var maxView = loader.Preset.Views.Max(v => v.Size);
-            var viewBytes = new byte[maxView * maxView * shape.Channels];
             var busy = 0L;
             try
             {
@@ -385,7 +382,7 @@ public sealed class ContrastiveLoader : IDisposable
                     var first = (int)(chunk % _chunksPerBatch) * loader.Options.ChunkSize;
                     for (var row = first; row < Math.Min(rows, first + loader.Options.ChunkSize); row++)
                     {
-                        Fill(slot, row, order[(batch * loader.Options.BatchSize) + row], augmenter, viewBytes);
+                        Fill(slot, row, order[(batch * loader.Options.BatchSize) + row], augmenter);
                     }
                     busy += Stopwatch.GetTimestamp() - start;
                     if (Interlocked.Decrement(ref _remaining[slotIndex]) == 0)
@@ -409,7 +406,8 @@ public sealed class ContrastiveLoader : IDisposable
             Interlocked.Add(ref _busyTicks, busy);
         }
 
-        private void Fill(BatchSlot slot, int row, int index, ViewAugmenter augmenter, byte[] viewBytes)
+        /// <summary>Augments sample <paramref name="index"/>'s views straight into their rows of the batch buffer and normalises them there.</summary>
+        private void Fill(BatchSlot slot, int row, int index, ViewAugmenter augmenter)
         {
             var dataset = loader._dataset;
             var shape = dataset.Shape;
@@ -420,13 +418,12 @@ public sealed class ContrastiveLoader : IDisposable
             for (var v = 0; v < loader.Preset.ViewCount; v++)
             {
                 var recipe = loader.Preset.Views[v];
-                var viewShape = new ImageShape(recipe.Size, recipe.Size, shape.Channels);
-                var bytes = viewBytes.AsSpan(0, viewShape.Bytes);
-                var rng = SampleRandom.ForView(loader.Options.Seed, epoch, index, v);
-                augmenter.Augment(image, shape, recipe, ref rng, bytes);
+                var length = shape.Channels * recipe.Size * recipe.Size;
                 // A partial last batch packs its rows like a full one: view v's rows start at the same offset.
-                var offset = (int)loader._viewOffsets[v] + (row * viewShape.Bytes);
-                ImageOps.NormalizeToPlanes(bytes, viewShape, loader._normalizeTable, span.Slice(offset, viewShape.Bytes));
+                var planes = span.Slice((int)loader._viewOffsets[v] + (row * length), length);
+                var rng = SampleRandom.ForView(loader.Options.Seed, epoch, index, v);
+                augmenter.Augment(image, shape, recipe, ref rng, planes);
+                ImageOps.Normalize(planes, loader._normalization);
             }
         }
     }

@@ -292,15 +292,22 @@ public static class ImageFolderDataset
         var source = new ImageShape(height, width, 3);
         // torchvision's Resize(size): the shorter side becomes size, the longer int(size · long / short).
         var (rh, rw) = height <= width ? (size, (int)((long)size * width / height)) : ((int)((long)size * height / width), size);
-        var resized = new byte[rh * rw * 3];
+        var resized = scratch.Floats(3 * rh * rw, 2);
         ImageOps.ResizedCrop(pixels, source, new CropBox(0, 0, height, width), resized, rh, rw, flip: false, scratch);
         // CenterCrop: top = int(round((h − size) / 2)).
         var top = (int)Math.Round((rh - size) / 2.0);
         var left = (int)Math.Round((rw - size) / 2.0);
         var result = new byte[size * size * 3];
-        for (var y = 0; y < size; y++)
+        for (var c = 0; c < 3; c++)
         {
-            resized.AsSpan((((top + y) * rw) + left) * 3, size * 3).CopyTo(result.AsSpan(y * size * 3));
+            for (var y = 0; y < size; y++)
+            {
+                var row = resized.Slice((c * rh * rw) + ((top + y) * rw) + left, size);
+                for (var x = 0; x < size; x++)
+                {
+                    result[(((y * size) + x) * 3) + c] = (byte)row[x];
+                }
+            }
         }
         return (result, null);
     }

@@ -1,6 +1,7 @@
 namespace NativeContrast.Data;
 
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
@@ -8,15 +9,18 @@ using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 public readonly record struct CropBox(int Top, int Left, int Height, int Width);
 
 /// <summary>
-/// The image transforms of contrastive recipes on uint8 HxWxC images (C = 1 or 3), written after torchvision's
-/// transforms/_functional_tensor.py so that recipes carry over value for value: every operation computes in float32
-/// in torchvision's order and converts back to uint8 the way torchvision does (truncation after a blend or a
-/// colour-space round trip, round-half-even after a resize or a blur). Where torchvision's result depends on the
-/// summation order of a convolution (blur, resize) the values agree up to that rounding.
+/// The image transforms of contrastive recipes, written after torchvision's transforms/_functional_tensor.py so
+/// that recipes carry over value for value. They work on a view held as float32 planes C x H x W whose values are
+/// the integers 0..255 of torchvision's uint8 CHW tensor: every operation computes in float32 in torchvision's order
+/// and converts back to integers the way torchvision's uint8 path does (truncation after a blend or a colour-space
+/// round trip, round-half-even after a resize or a blur), so the planes hold exactly what the uint8 tensor would.
+/// Keeping them as floats lets every step run vectorised and lets the last step, Normalize, write the loader's
+/// float32 NCHW batch in place. Blur and resize agree with torchvision up to the summation order of their sums.
+/// C is 1 (gray) or 3 (RGB).
 /// </summary>
 public static class ImageOps
 {
-    /// <summary>torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma as torchvision spells them, 0.2989 not 0.299).</summary>
+    /// <summary>torchvision's rgb_to_grayscale weights (it spells ITU-R 601-2's 0.299 as 0.2989).</summary>
     public const float LumaR = 0.2989f, LumaG = 0.587f, LumaB = 0.114f;
 
     /// <summary>
@@ -61,167 +65,217 @@ public static class ImageOps
     }
 
     /// <summary>
-    /// resized_crop with bilinear interpolation and antialias=True (torchvision's default): crops <paramref name="box"/>
-    /// and resamples it to outHeight x outWidth with a triangle filter widened by the scale factor when shrinking
-    /// (PIL's and torch's _upsample_bilinear2d_aa), then rounds half to even. <paramref name="flip"/> mirrors the
-    /// result horizontally (hflip), fused into the write.
+    /// resized_crop with bilinear interpolation and antialias=True (torchvision's default) from an interleaved
+    /// HxWxC uint8 image into planes C x outHeight x outWidth: crops <paramref name="box"/>, resamples it with a
+    /// triangle filter widened by the scale factor when shrinking (torch's _upsample_bilinear2d_aa, PIL's filter),
+    /// width first then height, and rounds half to even. <paramref name="flip"/> mirrors the result (hflip), fused
+    /// into the write.
     /// </summary>
-    public static void ResizedCrop(ReadOnlySpan<byte> source, ImageShape shape, CropBox box, Span<byte> destination, int outHeight, int outWidth, bool flip, ResampleScratch scratch)
+    public static void ResizedCrop(ReadOnlySpan<byte> source, ImageShape shape, CropBox box, Span<float> planes, int outHeight, int outWidth, bool flip, ResampleScratch scratch)
     {
         var c = shape.Channels;
         if (box.Top < 0 || box.Left < 0 || box.Height <= 0 || box.Width <= 0 || box.Top + box.Height > shape.Height || box.Left + box.Width > shape.Width)
         {
             throw new ArgumentOutOfRangeException(nameof(box), $"crop {box} is outside a {shape} image");
         }
-        CheckImage(source, shape, nameof(source));
-        CheckImage(destination, new ImageShape(outHeight, outWidth, c), nameof(destination));
+        CheckLength(source.Length, shape.Bytes, nameof(source), shape);
+        var outPlane = outHeight * outWidth;
+        CheckLength(planes.Length, c * outPlane, nameof(planes), new ImageShape(outHeight, outWidth, c));
         var columns = scratch.Columns.Build(box.Width, outWidth);
         var rows = scratch.Rows.Build(box.Height, outHeight);
-        var rowLength = outWidth * c;
-        var temp = scratch.Floats(box.Height * rowLength, 0);
 
-        // Horizontal pass over the crop's rows into float32, then vertical into the output (torch resamples width first).
+        // Width pass over the crop's rows into float32 planes c x cropHeight x outWidth.
+        var tempPlane = box.Height * outWidth;
+        var temp = scratch.Floats(c * tempPlane, 0);
+        ref var weights = ref MemoryMarshal.GetArrayDataReference(columns.Weights);
+        ref var starts = ref MemoryMarshal.GetArrayDataReference(columns.Start);
+        ref var counts = ref MemoryMarshal.GetArrayDataReference(columns.Count);
+        ref var t = ref MemoryMarshal.GetReference(temp);
         for (var r = 0; r < box.Height; r++)
         {
-            var src = source.Slice(((box.Top + r) * shape.Width + box.Left) * c, box.Width * c);
-            var dst = temp.Slice(r * rowLength, rowLength);
+            ref var src = ref Unsafe.AsRef(in source[((box.Top + r) * shape.Width + box.Left) * c]);
             for (var x = 0; x < outWidth; x++)
             {
-                var start = columns.Start[x];
-                var taps = columns.Count[x];
-                var weights = columns.Weights.AsSpan(x * columns.Stride, taps);
-                var o = (flip ? outWidth - 1 - x : x) * c;
+                ref var w = ref Unsafe.Add(ref weights, x * columns.Stride);
+                var taps = Unsafe.Add(ref counts, x);
+                var p = Unsafe.Add(ref starts, x) * c;
+                var o = (r * outWidth) + (flip ? outWidth - 1 - x : x);
                 if (c == 3)
                 {
                     float a0 = 0, a1 = 0, a2 = 0;
-                    var p = start * 3;
-                    for (var k = 0; k < weights.Length; k++, p += 3)
+                    for (var k = 0; k < taps; k++, p += 3)
                     {
-                        var w = weights[k];
-                        a0 += w * src[p];
-                        a1 += w * src[p + 1];
-                        a2 += w * src[p + 2];
+                        var wk = Unsafe.Add(ref w, k);
+                        a0 += wk * Unsafe.Add(ref src, p);
+                        a1 += wk * Unsafe.Add(ref src, p + 1);
+                        a2 += wk * Unsafe.Add(ref src, p + 2);
                     }
-                    dst[o] = a0;
-                    dst[o + 1] = a1;
-                    dst[o + 2] = a2;
+                    Unsafe.Add(ref t, o) = a0;
+                    Unsafe.Add(ref t, tempPlane + o) = a1;
+                    Unsafe.Add(ref t, (2 * tempPlane) + o) = a2;
                 }
                 else
                 {
                     for (var ch = 0; ch < c; ch++)
                     {
                         float a = 0;
-                        for (var k = 0; k < weights.Length; k++)
+                        for (var k = 0; k < taps; k++)
                         {
-                            a += weights[k] * src[((start + k) * c) + ch];
+                            a += Unsafe.Add(ref w, k) * Unsafe.Add(ref src, p + (k * c) + ch);
                         }
-                        dst[o + ch] = a;
+                        Unsafe.Add(ref t, (ch * tempPlane) + o) = a;
                     }
                 }
             }
         }
-        var acc = scratch.Floats(rowLength, 1);
-        for (var y = 0; y < outHeight; y++)
+
+        // Height pass, eight columns at a time with the sum in a register.
+        for (var ch = 0; ch < c; ch++)
         {
-            var start = rows.Start[y];
-            var weights = rows.Weights.AsSpan(y * rows.Stride, rows.Count[y]);
-            TensorPrimitives.Multiply(temp.Slice(start * rowLength, rowLength), weights[0], acc);
+            var input = temp.Slice(ch * tempPlane, tempPlane);
+            var output = planes.Slice(ch * outPlane, outPlane);
+            for (var y = 0; y < outHeight; y++)
+            {
+                WeightedRows(input[(rows.Start[y] * outWidth)..], outWidth, rows.Weights.AsSpan(y * rows.Stride, rows.Count[y]), output.Slice(y * outWidth, outWidth));
+            }
+        }
+        RoundClamp(planes);
+    }
+
+    /// <summary>output[x] = Σ_k weights[k]·input[k·stride + x]: a weighted sum of consecutive rows.</summary>
+    private static void WeightedRows(ReadOnlySpan<float> input, int stride, ReadOnlySpan<float> weights, Span<float> output)
+    {
+        ref var source = ref MemoryMarshal.GetReference(input);
+        var x = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; x <= output.Length - 8; x += 8)
+            {
+                var acc = Vector256.Create(weights[0]) * Vector256.LoadUnsafe(ref source, (nuint)x);
+                for (var k = 1; k < weights.Length; k++)
+                {
+                    acc += Vector256.Create(weights[k]) * Vector256.LoadUnsafe(ref source, (nuint)((k * stride) + x));
+                }
+                acc.StoreUnsafe(ref MemoryMarshal.GetReference(output), (nuint)x);
+            }
+        }
+        for (; x < output.Length; x++)
+        {
+            var acc = weights[0] * input[x];
             for (var k = 1; k < weights.Length; k++)
             {
-                TensorPrimitives.MultiplyAdd(temp.Slice((start + k) * rowLength, rowLength), weights[k], acc, acc);
+                acc += weights[k] * input[(k * stride) + x];
             }
-            RoundToBytes(acc, destination.Slice(y * rowLength, rowLength));
+            output[x] = acc;
         }
     }
 
-    /// <summary>hflip: mirrors each row.</summary>
-    public static void HorizontalFlip(Span<byte> image, ImageShape shape)
+    /// <summary>hflip: mirrors each row of each plane.</summary>
+    public static void HorizontalFlip(Span<float> planes, int width)
     {
-        CheckImage(image, shape, nameof(image));
-        var c = shape.Channels;
-        for (var y = 0; y < shape.Height; y++)
+        for (var row = 0; row + width <= planes.Length; row += width)
         {
-            var row = image.Slice(y * shape.Width * c, shape.Width * c);
-            for (int a = 0, b = shape.Width - 1; a < b; a++, b--)
-            {
-                for (var ch = 0; ch < c; ch++)
-                {
-                    (row[(a * c) + ch], row[(b * c) + ch]) = (row[(b * c) + ch], row[(a * c) + ch]);
-                }
-            }
+            planes.Slice(row, width).Reverse();
         }
     }
 
     /// <summary>adjust_brightness: blend with black, x·f clamped to [0, 255] and truncated.</summary>
-    public static void AdjustBrightness(Span<byte> image, float factor)
+    public static void AdjustBrightness(Span<float> planes, float factor)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(factor);
-        Span<byte> lut = stackalloc byte[256];
-        var other = (float)(1.0 - factor);
-        for (var v = 0; v < 256; v++)
-        {
-            lut[v] = ToByteTruncated((factor * v) + (other * 0f));
-        }
-        ApplyLut(image, lut);
+        Blend(planes, factor, 0f);
     }
 
     /// <summary>
-    /// adjust_contrast: blend with the mean of the (uint8-truncated) grayscale image, x·f + (1 − f)·mean,
-    /// clamped and truncated. A one-channel image blends with its own mean.
+    /// adjust_contrast: blend with the mean of the uint8 grayscale image (truncated luma for RGB, the image
+    /// itself for gray), x·f + (1 − f)·mean, clamped and truncated.
     /// </summary>
-    public static void AdjustContrast(Span<byte> image, int channels, float factor)
+    public static void AdjustContrast(Span<float> planes, int channels, float factor)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(factor);
-        long sum = 0;
+        var plane = planes.Length / channels;
+        double sum = 0;
         if (channels == 3)
         {
-            for (var p = 0; p < image.Length; p += 3)
+            var r = planes[..plane];
+            var g = planes.Slice(plane, plane);
+            var b = planes.Slice(2 * plane, plane);
+            var i = 0;
+            if (Vector256.IsHardwareAccelerated)
             {
-                sum += Gray(image[p], image[p + 1], image[p + 2]);
+                var acc = Vector256<float>.Zero;
+                for (; i <= plane - 8; i += 8)
+                {
+                    // Integer partial sums below 2^24 are exact in float32; flush into double before they could round.
+                    acc += Gray(Load(r, i), Load(g, i), Load(b, i));
+                    if ((i + 8) % 32768 == 0)
+                    {
+                        sum += Vector256.Sum(acc);
+                        acc = Vector256<float>.Zero;
+                    }
+                }
+                sum += Vector256.Sum(acc);
+            }
+            for (; i < plane; i++)
+            {
+                sum += Gray(r[i], g[i], b[i]);
             }
         }
         else
         {
-            foreach (var v in image)
+            foreach (var v in planes)
             {
                 sum += v;
             }
         }
-        // torch.mean of integers: exact in float32 below 2^24, divided once in float32.
-        var pixels = image.Length / channels;
-        var mean = (float)sum / pixels;
-        var other = (float)(1.0 - factor) * mean;
-        Span<byte> lut = stackalloc byte[256];
-        for (var v = 0; v < 256; v++)
-        {
-            lut[v] = ToByteTruncated((factor * v) + other);
-        }
-        ApplyLut(image, lut);
+        // torch.mean in float32 of integer values: the exact sum, divided once.
+        var mean = (float)sum / plane;
+        Blend(planes, factor, (float)(1.0 - factor) * mean);
     }
 
-    /// <summary>adjust_saturation: blend each pixel with its truncated gray value; a one-channel image is unchanged.</summary>
-    public static void AdjustSaturation(Span<byte> image, int channels, float factor)
+    /// <summary>adjust_saturation: blend each pixel with its truncated luma; a gray image is unchanged.</summary>
+    public static void AdjustSaturation(Span<float> planes, int channels, float factor)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(factor);
         if (channels != 3)
         {
             return;
         }
+        var plane = planes.Length / 3;
+        var r = planes[..plane];
+        var g = planes.Slice(plane, plane);
+        var b = planes.Slice(2 * plane, plane);
         var other = (float)(1.0 - factor);
-        for (var p = 0; p < image.Length; p += 3)
+        var i = 0;
+        if (Vector256.IsHardwareAccelerated)
         {
-            var g = other * Gray(image[p], image[p + 1], image[p + 2]);
-            image[p] = ToByteTruncated((factor * image[p]) + g);
-            image[p + 1] = ToByteTruncated((factor * image[p + 1]) + g);
-            image[p + 2] = ToByteTruncated((factor * image[p + 2]) + g);
+            var f = Vector256.Create(factor);
+            var o = Vector256.Create(other);
+            for (; i <= plane - 8; i += 8)
+            {
+                var vr = Load(r, i);
+                var vg = Load(g, i);
+                var vb = Load(b, i);
+                var gray = o * Gray(vr, vg, vb);
+                Store(r, i, TruncateClamp((f * vr) + gray));
+                Store(g, i, TruncateClamp((f * vg) + gray));
+                Store(b, i, TruncateClamp((f * vb) + gray));
+            }
+        }
+        for (; i < plane; i++)
+        {
+            var gray = other * Gray(r[i], g[i], b[i]);
+            r[i] = TruncateClamp((factor * r[i]) + gray);
+            g[i] = TruncateClamp((factor * g[i]) + gray);
+            b[i] = TruncateClamp((factor * b[i]) + gray);
         }
     }
 
     /// <summary>
-    /// adjust_hue: x/255 → HSV (torchvision's _rgb2hsv), h ← (h + factor) mod 1, HSV → RGB (_hsv2rgb), then
-    /// convert_image_dtype back to uint8 (·255.999, truncated). One-channel images are unchanged.
+    /// adjust_hue: x/255 → HSV (_rgb2hsv), h ← (h + factor) mod 1, HSV → RGB (_hsv2rgb), back to uint8 as
+    /// convert_image_dtype does (·255.999, truncated). A gray image is unchanged.
     /// </summary>
-    public static void AdjustHue(Span<byte> image, int channels, float hueFactor)
+    public static void AdjustHue(Span<float> planes, int channels, float hueFactor)
     {
         if (hueFactor is < -0.5f or > 0.5f)
         {
@@ -231,32 +285,56 @@ public static class ImageOps
         {
             return;
         }
-        HueKernels.Shift(image, hueFactor);
+        var plane = planes.Length / 3;
+        HueKernels.Shift(planes[..plane], planes.Slice(plane, plane), planes.Slice(2 * plane, plane), hueFactor);
     }
 
     /// <summary>rgb_to_grayscale with three output channels: each pixel becomes its truncated luma.</summary>
-    public static void Grayscale(Span<byte> image, int channels)
+    public static void Grayscale(Span<float> planes, int channels)
     {
         if (channels != 3)
         {
             return;
         }
-        for (var p = 0; p < image.Length; p += 3)
+        var plane = planes.Length / 3;
+        var r = planes[..plane];
+        var g = planes.Slice(plane, plane);
+        var b = planes.Slice(2 * plane, plane);
+        var i = 0;
+        if (Vector256.IsHardwareAccelerated)
         {
-            var g = Gray(image[p], image[p + 1], image[p + 2]);
-            image[p] = image[p + 1] = image[p + 2] = g;
+            for (; i <= plane - 8; i += 8)
+            {
+                var gray = Gray(Load(r, i), Load(g, i), Load(b, i));
+                Store(r, i, gray);
+                Store(g, i, gray);
+                Store(b, i, gray);
+            }
+        }
+        for (; i < plane; i++)
+        {
+            r[i] = g[i] = b[i] = Gray(r[i], g[i], b[i]);
         }
     }
 
     /// <summary>solarize: values at or above the threshold are inverted (255 − x).</summary>
-    public static void Solarize(Span<byte> image, int threshold = 128)
+    public static void Solarize(Span<float> planes, float threshold = 128)
     {
-        Span<byte> lut = stackalloc byte[256];
-        for (var v = 0; v < 256; v++)
+        var i = 0;
+        if (Vector256.IsHardwareAccelerated)
         {
-            lut[v] = (byte)(v >= threshold ? 255 - v : v);
+            var t = Vector256.Create(threshold);
+            var max = Vector256.Create(255f);
+            for (; i <= planes.Length - 8; i += 8)
+            {
+                var x = Load(planes, i);
+                Store(planes, i, Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(x, t), max - x, x));
+            }
         }
-        ApplyLut(image, lut);
+        for (; i < planes.Length; i++)
+        {
+            planes[i] = planes[i] >= threshold ? 255f - planes[i] : planes[i];
+        }
     }
 
     /// <summary>torchvision's _get_gaussian_kernel1d in float32: exp(−x²/2σ²) on x = −(k−1)/2 … (k−1)/2, normalised.</summary>
@@ -282,109 +360,141 @@ public static class ImageOps
     }
 
     /// <summary>
-    /// gaussian_blur: the separable Gaussian of <paramref name="kernelSize"/> taps and <paramref name="sigma"/> over rows
-    /// then columns with reflect padding (mirrored without repeating the edge), rounded half to even.
+    /// gaussian_blur: the Gaussian of <paramref name="kernelSize"/> taps and <paramref name="sigma"/> along rows then
+    /// columns (separable; torchvision convolves with the outer product) with reflect padding (mirrored without
+    /// repeating the edge), rounded half to even. Outer taps whose normalised weight is below 1e-9 are skipped: they
+    /// move a sum by less than float32's own rounding of it (about 1.5e-5 at 255).
     /// </summary>
-    public static void GaussianBlur(Span<byte> image, ImageShape shape, int kernelSize, float sigma, ResampleScratch scratch)
+    public static void GaussianBlur(Span<float> planes, int channels, int height, int width, int kernelSize, float sigma, ResampleScratch scratch)
     {
-        CheckImage(image, shape, nameof(image));
-        var (h, w, c) = (shape.Height, shape.Width, shape.Channels);
-        Span<float> kernel = stackalloc float[kernelSize];
-        GaussianKernel(kernelSize, sigma, kernel);
+        var plane = height * width;
+        CheckLength(planes.Length, channels * plane, nameof(planes), new ImageShape(height, width, channels));
+        Span<float> full = stackalloc float[kernelSize];
+        GaussianKernel(kernelSize, sigma, full);
         var r = kernelSize / 2;
-        var rowLength = w * c;
-        var padded = scratch.Floats((w + (2 * r)) * c, 0);
-        var temp = scratch.Floats(h * rowLength, 1);
-        var acc = scratch.Floats(rowLength, 2);
-        for (var y = 0; y < h; y++)
+        var reach = r;
+        while (reach > 0 && full[r - reach] < 1e-9f)
         {
-            var row = image.Slice(y * rowLength, rowLength);
-            for (var x = -r; x < w + r; x++)
+            reach--;
+        }
+        var kernel = full.Slice(r - reach, (2 * reach) + 1);
+        var padded = scratch.Floats(Math.Max(width, height) + (2 * reach), 0);
+        var temp = scratch.Floats(plane, 1);
+        var rows = scratch.Floats(plane + (2 * reach * width), 2);
+        for (var ch = 0; ch < channels; ch++)
+        {
+            var image = planes.Slice(ch * plane, plane);
+            for (var y = 0; y < height; y++)
             {
-                var s = Reflect(x, w) * c;
-                var d = (x + r) * c;
-                for (var ch = 0; ch < c; ch++)
+                var row = image.Slice(y * width, width);
+                row.CopyTo(padded[reach..]);
+                for (var k = 1; k <= reach; k++)
                 {
-                    padded[d + ch] = row[s + ch];
+                    padded[reach - k] = row[Reflect(-k, width)];
+                    padded[reach + width - 1 + k] = row[Reflect(width - 1 + k, width)];
                 }
+                Convolve(padded, 1, kernel, temp.Slice(y * width, width));
             }
-            var dst = temp.Slice(y * rowLength, rowLength);
-            TensorPrimitives.Multiply(padded[..rowLength], kernel[0], dst);
-            for (var k = 1; k < kernelSize; k++)
+            // Rows padded by reflection above and below, so the column pass reads contiguous memory.
+            temp.CopyTo(rows.Slice(reach * width, plane));
+            for (var k = 1; k <= reach; k++)
             {
-                TensorPrimitives.MultiplyAdd(padded.Slice(k * c, rowLength), kernel[k], dst, dst);
+                temp.Slice(Reflect(-k, height) * width, width).CopyTo(rows.Slice((reach - k) * width, width));
+                temp.Slice(Reflect(height - 1 + k, height) * width, width).CopyTo(rows.Slice((reach + height - 1 + k) * width, width));
+            }
+            for (var y = 0; y < height; y++)
+            {
+                Convolve(rows[(y * width)..], width, kernel, image.Slice(y * width, width));
             }
         }
-        for (var y = 0; y < h; y++)
+        RoundClamp(planes);
+    }
+
+    /// <summary>
+    /// output[x] = Σ_k kernel[k]·input[x + k·stride] for a symmetric kernel, eight outputs per vector with the
+    /// accumulator in a register; the mirrored taps are added before their shared weight multiplies them.
+    /// </summary>
+    private static void Convolve(ReadOnlySpan<float> input, int stride, ReadOnlySpan<float> kernel, Span<float> output)
+    {
+        var half = kernel.Length / 2;
+        var last = kernel.Length - 1;
+        ref var source = ref MemoryMarshal.GetReference(input);
+        var x = 0;
+        if (Vector256.IsHardwareAccelerated)
         {
-            TensorPrimitives.Multiply(temp.Slice(Reflect(y - r, h) * rowLength, rowLength), kernel[0], acc);
-            for (var k = 1; k < kernelSize; k++)
+            for (; x <= output.Length - 8; x += 8)
             {
-                TensorPrimitives.MultiplyAdd(temp.Slice(Reflect(y - r + k, h) * rowLength, rowLength), kernel[k], acc, acc);
+                var acc = Vector256.Create(kernel[half]) * Vector256.LoadUnsafe(ref source, (nuint)(x + (half * stride)));
+                for (var k = 0; k < half; k++)
+                {
+                    var pair = Vector256.LoadUnsafe(ref source, (nuint)(x + (k * stride))) + Vector256.LoadUnsafe(ref source, (nuint)(x + ((last - k) * stride)));
+                    acc += Vector256.Create(kernel[k]) * pair;
+                }
+                acc.StoreUnsafe(ref MemoryMarshal.GetReference(output), (nuint)x);
             }
-            RoundToBytes(acc, image.Slice(y * rowLength, rowLength));
+        }
+        for (; x < output.Length; x++)
+        {
+            var acc = kernel[half] * input[x + (half * stride)];
+            for (var k = 0; k < half; k++)
+            {
+                acc += kernel[k] * (input[x + (k * stride)] + input[x + ((last - k) * stride)]);
+            }
+            output[x] = acc;
         }
     }
 
-    /// <summary>A 256-entry table per channel mapping a uint8 value to Normalize(ToTensor(x)) = (x/255 − mean)/std in float32.</summary>
-    public static float[] NormalizeTable(ChannelStats stats)
+    /// <summary>ToTensor + Normalize in place: x ← (x/255 − mean[c]) / std[c], in torchvision's float32 order.</summary>
+    public static void Normalize(Span<float> planes, ChannelStats stats)
     {
         var c = stats.Channels;
-        var table = new float[c * 256];
+        var plane = planes.Length / c;
         for (var ch = 0; ch < c; ch++)
         {
-            for (var v = 0; v < 256; v++)
-            {
-                table[(ch * 256) + v] = ((v / 255f) - stats.Mean[ch]) / stats.Std[ch];
-            }
+            var p = planes.Slice(ch * plane, plane);
+            TensorPrimitives.Divide(p, 255f, p);
+            TensorPrimitives.Subtract(p, stats.Mean[ch], p);
+            TensorPrimitives.Divide(p, stats.Std[ch], p);
         }
-        return table;
     }
 
-    /// <summary>Writes an HxWxC uint8 image as normalised float32 CHW planes through <see cref="NormalizeTable"/>.</summary>
-    public static void NormalizeToPlanes(ReadOnlySpan<byte> image, ImageShape shape, ReadOnlySpan<float> table, Span<float> planes)
+    /// <summary>Interleaved HxWxC bytes to uint8-valued planes C x H x W.</summary>
+    public static void ToPlanes(ReadOnlySpan<byte> image, ImageShape shape, Span<float> planes)
     {
-        CheckImage(image, shape, nameof(image));
+        CheckLength(image.Length, shape.Bytes, nameof(image), shape);
+        CheckLength(planes.Length, shape.Bytes, nameof(planes), shape);
         var c = shape.Channels;
         var plane = shape.Height * shape.Width;
-        if (planes.Length != image.Length || table.Length != c * 256)
-        {
-            throw new ArgumentException($"{planes.Length} floats and a table of {table.Length} do not fit a {shape} image", nameof(planes));
-        }
-        if (c == 3)
-        {
-            var t0 = table[..256];
-            var t1 = table.Slice(256, 256);
-            var t2 = table.Slice(512, 256);
-            var p0 = planes[..plane];
-            var p1 = planes.Slice(plane, plane);
-            var p2 = planes.Slice(2 * plane, plane);
-            for (int i = 0, p = 0; i < plane; i++, p += 3)
-            {
-                p0[i] = t0[image[p]];
-                p1[i] = t1[image[p + 1]];
-                p2[i] = t2[image[p + 2]];
-            }
-            return;
-        }
         for (var ch = 0; ch < c; ch++)
         {
-            var t = table.Slice(ch * 256, 256);
             var dst = planes.Slice(ch * plane, plane);
             for (var i = 0; i < plane; i++)
             {
-                dst[i] = t[image[(i * c) + ch]];
+                dst[i] = image[(i * c) + ch];
             }
         }
     }
 
-    /// <summary>Luma truncated to uint8, in torchvision's float32 order ((0.2989·r + 0.587·g) + 0.114·b).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static byte Gray(byte r, byte g, byte b) => (byte)((LumaR * r) + (LumaG * g) + (LumaB * b));
+    /// <summary>uint8-valued planes C x H x W back to interleaved HxWxC bytes (values are clamped to [0, 255]).</summary>
+    public static void ToBytes(ReadOnlySpan<float> planes, ImageShape shape, Span<byte> image)
+    {
+        CheckLength(image.Length, shape.Bytes, nameof(image), shape);
+        CheckLength(planes.Length, shape.Bytes, nameof(planes), shape);
+        var c = shape.Channels;
+        var plane = shape.Height * shape.Width;
+        for (var ch = 0; ch < c; ch++)
+        {
+            var src = planes.Slice(ch * plane, plane);
+            for (var i = 0; i < plane; i++)
+            {
+                image[(i * c) + ch] = (byte)Math.Clamp(src[i], 0f, 255f);
+            }
+        }
+    }
 
-    /// <summary>clamp(x, 0, 255) then a C-style cast (truncation), as torch's .clamp(0, 255).to(uint8).</summary>
+    /// <summary>Truncated luma in torchvision's float32 order ((0.2989·r + 0.587·g) + 0.114·b, then .to(uint8)).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static byte ToByteTruncated(float x) => (byte)Math.Clamp(x, 0f, 255f);
+    public static float Gray(float r, float g, float b) => MathF.Truncate((LumaR * r) + (LumaG * g) + (LumaB * b));
 
     /// <summary>The reflect-padding source index of <paramref name="i"/> in [0, n) (…, 2, 1, [0, 1, …, n−1], n−2, …).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -403,41 +513,65 @@ public static class ImageOps
         return i < n ? i : period - i;
     }
 
-    /// <summary>round half to even, clamp to [0, 255] (torch.round then .to(uint8) on in-range values).</summary>
-    public static void RoundToBytes(ReadOnlySpan<float> values, Span<byte> destination)
+    /// <summary>_blend's x·f + other, clamped to [0, 255] and truncated (other = (1 − f)·second image, a constant here).</summary>
+    private static void Blend(Span<float> planes, float factor, float other)
     {
         var i = 0;
         if (Vector256.IsHardwareAccelerated)
         {
-            var zero = Vector256<float>.Zero;
-            var max = Vector256.Create(255f);
-            for (; i + 16 <= values.Length; i += 16)
+            var f = Vector256.Create(factor);
+            var o = Vector256.Create(other);
+            for (; i <= planes.Length - 8; i += 8)
             {
-                var a = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(Vector256.Round(Vector256.Create(values.Slice(i, 8))), zero), max));
-                var b = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(Vector256.Round(Vector256.Create(values.Slice(i + 8, 8))), zero), max));
-                var shorts = Vector256.Narrow(a, b).AsUInt16();
-                Vector256.Narrow(shorts, shorts).GetLower().CopyTo(destination.Slice(i, 16));
+                Store(planes, i, TruncateClamp((f * Load(planes, i)) + o));
+            }
+        }
+        for (; i < planes.Length; i++)
+        {
+            planes[i] = TruncateClamp((factor * planes[i]) + other);
+        }
+    }
+
+    /// <summary>round half to even, clamped to [0, 255] (torch.round then .to(uint8) on in-range values).</summary>
+    private static void RoundClamp(Span<float> values)
+    {
+        var i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var max = Vector256.Create(255f);
+            for (; i <= values.Length - 8; i += 8)
+            {
+                Store(values, i, Vector256.Min(Vector256.Max(Vector256.Round(Load(values, i)), Vector256<float>.Zero), max));
             }
         }
         for (; i < values.Length; i++)
         {
-            destination[i] = (byte)Math.Clamp(MathF.Round(values[i]), 0f, 255f);
+            values[i] = Math.Clamp(MathF.Round(values[i]), 0f, 255f);
         }
     }
 
-    private static void ApplyLut(Span<byte> image, ReadOnlySpan<byte> lut)
-    {
-        for (var i = 0; i < image.Length; i++)
-        {
-            image[i] = lut[image[i]];
-        }
-    }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float TruncateClamp(float x) => MathF.Truncate(Math.Clamp(x, 0f, 255f));
 
-    private static void CheckImage(ReadOnlySpan<byte> image, ImageShape shape, string name)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> TruncateClamp(Vector256<float> x) =>
+        Vector256.Truncate(Vector256.Min(Vector256.Max(x, Vector256<float>.Zero), Vector256.Create(255f)));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> Gray(Vector256<float> r, Vector256<float> g, Vector256<float> b) =>
+        Vector256.Truncate((Vector256.Create(LumaR) * r) + (Vector256.Create(LumaG) * g) + (Vector256.Create(LumaB) * b));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> Load(Span<float> span, int i) => Vector256.LoadUnsafe(ref MemoryMarshal.GetReference(span), (nuint)i);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Store(Span<float> span, int i, Vector256<float> value) => value.StoreUnsafe(ref MemoryMarshal.GetReference(span), (nuint)i);
+
+    private static void CheckLength(int length, int expected, string name, ImageShape shape)
     {
-        if (image.Length != shape.Bytes)
+        if (length != expected)
         {
-            throw new ArgumentException($"{name} has {image.Length} bytes, a {shape} image has {shape.Bytes}", name);
+            throw new ArgumentException($"{name} has {length} elements, a {shape} image has {expected}", name);
         }
     }
 }
@@ -465,7 +599,7 @@ public sealed class ResampleAxis
         var scale = (double)inSize / outSize;
         var support = scale >= 1.0 ? scale : 1.0;
         var invScale = scale >= 1.0 ? 1.0 / scale : 1.0;
-        Stride = (int)Math.Ceiling(support) * 2 + 1;
+        Stride = ((int)Math.Ceiling(support) * 2) + 1;
         if (Start.Length < outSize)
         {
             Start = new int[outSize];

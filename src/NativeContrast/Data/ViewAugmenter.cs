@@ -15,8 +15,10 @@ public readonly record struct ViewDecisions(
     bool Solarized);
 
 /// <summary>
-/// Applies a <see cref="ViewRecipe"/> to one uint8 image with the random stream of one (seed, epoch, index, view).
-/// Not thread-safe: each loader worker owns one, with its scratch buffers, so that a warm augmenter allocates nothing.
+/// Applies a <see cref="ViewRecipe"/> to one uint8 HxWxC image with the random stream of one (seed, epoch, index,
+/// view), producing the view as uint8-valued float32 planes C x Size x Size (see <see cref="ImageOps"/>); the loader
+/// then normalises them in place in its batch buffer. Not thread-safe: each loader worker owns one, with its
+/// scratch buffers, so that a warm augmenter allocates nothing.
 /// Random draws, in order: the crop (as RandomResizedCrop.get_params), flip, jitter's apply draw, its order (a
 /// Fisher–Yates permutation of 4) and factors (brightness, contrast, saturation, hue), grayscale, blur's apply draw
 /// and sigma, solarize.
@@ -25,11 +27,10 @@ public sealed class ViewAugmenter
 {
     private readonly ResampleScratch _scratch = new();
 
-    /// <summary>Writes the view (recipe.Size x recipe.Size x C bytes) of <paramref name="image"/> into <paramref name="view"/>.</summary>
-    public ViewDecisions Augment(ReadOnlySpan<byte> image, ImageShape shape, ViewRecipe recipe, ref SampleRandom rng, Span<byte> view)
+    /// <summary>Writes the view of <paramref name="image"/> into <paramref name="view"/> (C x Size x Size floats holding 0..255).</summary>
+    public ViewDecisions Augment(ReadOnlySpan<byte> image, ImageShape shape, ViewRecipe recipe, ref SampleRandom rng, Span<float> view)
     {
         var c = shape.Channels;
-        var outShape = new ImageShape(recipe.Size, recipe.Size, c);
         var crop = ImageOps.SampleResizedCrop(shape.Height, shape.Width, recipe.ScaleMin, recipe.ScaleMax, recipe.RatioMin, recipe.RatioMax, ref rng);
         var flip = rng.Chance(recipe.FlipProbability);
         ImageOps.ResizedCrop(image, shape, crop, view, recipe.Size, recipe.Size, flip, _scratch);
@@ -83,7 +84,7 @@ public sealed class ViewAugmenter
             sigma = rng.Uniform(recipe.SigmaMin, recipe.SigmaMax);
             // Reflect padding needs the half-kernel inside the image: a tiny view gets a kernel that fits.
             var kernel = Math.Min(recipe.EffectiveBlurKernel, (2 * recipe.Size) - 1);
-            ImageOps.GaussianBlur(view, outShape, kernel, sigma, _scratch);
+            ImageOps.GaussianBlur(view, c, recipe.Size, recipe.Size, kernel, sigma, _scratch);
         }
 
         var solarized = rng.Chance(recipe.SolarizeProbability);
