@@ -40,13 +40,21 @@ public static class DatasetCatalog
         "cifar10" => OpenCifar(cifar100: false, split, options),
         "cifar100" => OpenCifar(cifar100: true, split, options),
         "stl10" => OpenStl(split, options),
-        "folder" => ImageFolderDataset.Open(
-            options.DataDirectory ?? throw new ArgumentException("the folder data set needs --data-dir: a folder of images, or of one subfolder per class"),
-            options.ImageSize ?? 96,
-            options.CacheDirectory is null ? null : Path.Combine(options.CacheDirectory, "folders"),
-            options.Log).Dataset,
+        "folder" => OpenFolder(options),
         _ => throw new ArgumentException($"unknown data set '{name}'; choose one of {string.Join(", ", Names)}", nameof(name)),
     };
+
+    private static PackedImageDataset OpenFolder(DatasetOptions options)
+    {
+        var folder = options.DataDirectory ?? throw new ArgumentException("the folder data set needs --data-dir: a folder of images, or of one subfolder per class");
+        var import = ImageFolderDataset.Open(folder, options.ImageSize ?? 96, options.CacheDirectory is null ? null : Path.Combine(options.CacheDirectory, "folders"), options.Log);
+        if (import.Skipped.Count > 0)
+        {
+            options.Log?.Invoke($"{folder}: skipped {import.Skipped.Count} undecodable image(s), listed in {import.CachePath}.skipped.txt (first: {import.Skipped[0].Path}: {import.Skipped[0].Reason})");
+        }
+        options.Log?.Invoke($"{folder}: {(import.ReusedCache ? "mapped the cache" : "imported into")} {import.CachePath}");
+        return import.Dataset;
+    }
 
     private static string CacheRoot(DatasetOptions options) => options.CacheDirectory ?? DataFiles.CacheRoot();
 
@@ -70,7 +78,7 @@ public static class DatasetCatalog
             folders.Add(DebianFashionMnist);
         }
         folders.Add(cache);
-        var name = $"{folderName}/{prefix}";
+        var name = $"{folderName}/{split.ToString().ToLowerInvariant()}";
         var classes = fashion ? IdxDataset.FashionClasses : IdxDataset.DigitClasses;
         var stats = fashion ? IdxDataset.FashionStats : IdxDataset.MnistStats;
         foreach (var folder in folders)

@@ -31,7 +31,7 @@ public static class ImageFolderDataset
     };
 
     private static readonly byte[] Magic = "NCIMGv1\0"u8.ToArray();
-    private const int HeaderBytes = 112;
+    private const int HeaderBytes = 116;
     private const int Alignment = 4096;
 
     /// <summary>
