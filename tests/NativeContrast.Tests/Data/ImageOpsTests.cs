@@ -333,6 +333,15 @@ public class ImageOpsTests
     }
 
     [Test]
+    public void ResizeRoundsHalfToEvenLikeTorchRound()
+    {
+        // Upscaling [0, 2] to 4 columns gives exactly 0.5 and 1.5 in the middle: torch.round makes them 0 and 2.
+        var planes = new float[4];
+        ImageOps.ResizedCrop([0, 2], new ImageShape(1, 2, 1), new CropBox(0, 0, 1, 2), planes, 1, 4, flip: false, new ResampleScratch());
+        Assert.That(planes, Is.EqualTo(new float[] { 0, 0, 2, 2 }));
+    }
+
+    [Test]
     public void ResizedCropAtTheSameSizeCopiesTheCropAndPlanarisesIt()
     {
         var shape = new ImageShape(12, 10, 3);
