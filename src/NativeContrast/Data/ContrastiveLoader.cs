@@ -413,17 +413,24 @@ public sealed class ContrastiveLoader : IDisposable
             var shape = dataset.Shape;
             slot.Indices[row] = index;
             slot.Labels[row] = dataset.GetLabel(index);
-            var image = dataset.GetImage(index);
-            var span = slot.Span;
-            for (var v = 0; v < loader.Preset.ViewCount; v++)
+            try
             {
-                var recipe = loader.Preset.Views[v];
-                var length = shape.Channels * recipe.Size * recipe.Size;
-                // A partial last batch packs its rows like a full one: view v's rows start at the same offset.
-                var planes = span.Slice((int)loader._viewOffsets[v] + (row * length), length);
-                var rng = SampleRandom.ForView(loader.Options.Seed, epoch, index, v);
-                augmenter.Augment(image, shape, recipe, ref rng, planes);
-                ImageOps.Normalize(planes, loader._normalization);
+                var image = dataset.GetImage(index);
+                var span = slot.Span;
+                for (var v = 0; v < loader.Preset.ViewCount; v++)
+                {
+                    var recipe = loader.Preset.Views[v];
+                    var length = shape.Channels * recipe.Size * recipe.Size;
+                    // A partial last batch packs its rows like a full one: view v's rows start at the same offset.
+                    var planes = span.Slice((int)loader._viewOffsets[v] + (row * length), length);
+                    var rng = SampleRandom.ForView(loader.Options.Seed, epoch, index, v);
+                    augmenter.Augment(image, shape, recipe, ref rng, planes);
+                    ImageOps.Normalize(planes, loader._normalization);
+                }
+            }
+            catch (Exception e)
+            {
+                throw new InvalidOperationException($"image {index} of epoch {epoch}: {e.Message}", e);
             }
         }
     }

@@ -159,7 +159,7 @@ public class ContrastiveLoaderTests
         using var data = new FailingDataset(inner, failAt: 13);
         using var loader = new ContrastiveLoader(data, AugmentationPresets.SimClr(16), new LoaderOptions { BatchSize = 5, Seed = 1, Workers = 2, Shuffle = false });
         var e = Assert.Throws<InvalidOperationException>(() => loader.Epoch(0).Count());
-        Assert.That(e!.Message, Does.Contain("failing").And.Contain("image 13 is unreadable"));
+        Assert.That(e!.Message, Is.EqualTo("the loader failed on failing: image 13 of epoch 0: image 13 is unreadable"));
     }
 
     private sealed class FailingDataset(IImageDataset inner, int failAt) : IImageDataset
