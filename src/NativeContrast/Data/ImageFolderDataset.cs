@@ -59,12 +59,20 @@ public static class ImageFolderDataset
         var listPath = cachePath + ".skipped.txt";
         if (File.Exists(cachePath))
         {
-            var cached = OpenCache(cachePath, out var cachedFingerprint);
-            if (cachedFingerprint.AsSpan().SequenceEqual(fingerprint))
+            try
             {
-                return new FolderImport(cached, cachePath, true, ReadSkipped(listPath));
+                var cached = OpenCache(cachePath, out var cachedFingerprint);
+                if (cachedFingerprint.AsSpan().SequenceEqual(fingerprint))
+                {
+                    return new FolderImport(cached, cachePath, true, ReadSkipped(listPath));
+                }
+                cached.Dispose();
             }
-            cached.Dispose();
+            catch (DataFormatException e)
+            {
+                // A damaged cache (an interrupted copy, a full disk) is rebuilt from the folder.
+                log?.Invoke($"{e.Message}; importing {root} again");
+            }
         }
         var skipped = Import(root, files, labels, classes, size, fingerprint, cachePath, log);
         File.WriteAllLines(listPath, skipped.Select(s => $"{s.Path}\t{s.Reason}"));

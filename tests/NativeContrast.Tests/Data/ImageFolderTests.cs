@@ -111,6 +111,16 @@ public class ImageFolderTests : TemporaryFolderTest
         File.WriteAllBytes(import.CachePath, bytes);
         e = Assert.Throws<DataFormatException>(() => ImageFolderDataset.OpenCache(import.CachePath));
         Assert.That(e!.Message, Does.StartWith(import.CachePath).And.Contain("wrong magic number"));
+
+        // Opening the folder rebuilds a damaged cache instead of failing.
+        var log = new List<string>();
+        var rebuilt = ImageFolderDataset.Open(root, 8, PathOf("cache"), log.Add);
+        using (rebuilt.Dataset)
+        {
+            Assert.That(rebuilt.ReusedCache, Is.False);
+            Assert.That(rebuilt.Dataset.GetImage(0)[..3].ToArray(), Is.EqualTo(new byte[] { 1, 2, 3 }));
+            Assert.That(log[0], Does.Contain("wrong magic number").And.Contain("importing"));
+        }
     }
 
     [Test]
