@@ -47,15 +47,12 @@ public static class Program
     /// <summary>Every suite; a new family adds its suite here.</summary>
     private static readonly IBenchSuite[] Suites =
     [
-    private static readonly IBenchSuite[] Suites =
-    [
         new CoreBench(),
         new ContrastiveBench(),
         new SinkhornBench(),
         new OptimBench(),
         new ResNetBench(),
         new AugmentBench(),
-    ];
     ];
 
     public static int Main(string[] args)

@@ -39,5 +39,6 @@ public static class Program
         new("NativeContrast: contrastive self-supervised learning (SimCLR, MoCo, SwAV, PiCO) on fused CUDA kernels, with a managed CPU oracle.")
         {
             InfoCommand.Create(),
+            PreviewCommand.Create(),
         };
 }

@@ -1,0 +1,493 @@
+namespace NativeContrast.Data;
+
+using System.Diagnostics;
+using NativeContrast.Backends;
+using NativeContrast.Cuda;
+using NativeContrast.Tensors;
+
+/// <summary>How the loader batches, shuffles and parallelises.</summary>
+public sealed record LoaderOptions
+{
+    public int BatchSize { get; init; } = 256;
+
+    /// <summary>Seeds the per-epoch shuffle and every sample's augmentation (with the epoch, index and view).</summary>
+    public ulong Seed { get; init; }
+
+    public bool Shuffle { get; init; } = true;
+
+    /// <summary>Drops the last, incomplete batch (contrastive losses want full batches of negatives).</summary>
+    public bool DropLast { get; init; } = true;
+
+    /// <summary>Augmentation threads; by default every core but one, which the training loop keeps.</summary>
+    public int Workers { get; init; } = Math.Max(1, Environment.ProcessorCount - 1);
+
+    /// <summary>Batch buffers in flight: 2 is double buffering, 3 (the default) triple.</summary>
+    public int Prefetch { get; init; } = 3;
+
+    /// <summary>Samples a worker takes at a time: small enough to spread a batch over every worker.</summary>
+    public int ChunkSize { get; init; } = 8;
+
+    /// <summary>Normalisation constants; by default the data set's.</summary>
+    public ChannelStats? Normalization { get; init; }
+}
+
+/// <summary>Throughput of the epochs run so far.</summary>
+public sealed record LoaderStats(long Images, long Views, double WallSeconds, double ConsumerWaitSeconds, double WorkerBusySeconds, int Workers)
+{
+    public double ImagesPerSecond => Images / Math.Max(WallSeconds, 1e-9);
+
+    /// <summary>Images per second of one worker thread's busy time: the per-core throughput.</summary>
+    public double ImagesPerCoreSecond => Images / Math.Max(WorkerBusySeconds, 1e-9);
+
+    public double ViewsPerCoreSecond => Views / Math.Max(WorkerBusySeconds, 1e-9);
+
+    /// <summary>The share of wall time the consumer spent waiting for a batch (0 when the loader keeps ahead).</summary>
+    public double StarvedFraction => ConsumerWaitSeconds / Math.Max(WallSeconds, 1e-9);
+
+    public override string ToString() =>
+        $"{Images} images ({Views} views) in {WallSeconds:F2} s: {ImagesPerSecond:F0} images/s, " +
+        $"{ImagesPerCoreSecond:F0} images/s per core over {Workers} workers, consumer waited {100 * StarvedFraction:F1}%";
+}
+
+/// <summary>
+/// One batch of augmented views, float32 NCHW per view, normalised. It lives in one of the loader's buffers and is
+/// valid until the enumeration moves to the next batch.
+/// </summary>
+public sealed class ViewBatch
+{
+    private readonly ContrastiveLoader _loader;
+    private readonly BatchSlot _slot;
+
+    internal ViewBatch(ContrastiveLoader loader, BatchSlot slot)
+    {
+        _loader = loader;
+        _slot = slot;
+    }
+
+    public int Epoch { get; internal set; }
+
+    /// <summary>The batch's position in its epoch.</summary>
+    public int Number { get; internal set; }
+
+    /// <summary>Samples in this batch: the batch size, or fewer for a last batch kept with DropLast = false.</summary>
+    public int Count { get; internal set; }
+
+    public int ViewCount => _loader.Preset.ViewCount;
+
+    /// <summary>The data set index of each sample.</summary>
+    public ReadOnlySpan<int> Indices => _slot.Indices.AsSpan(0, Count);
+
+    /// <summary>The label of each sample (-1 when unlabelled).</summary>
+    public ReadOnlySpan<int> Labels => _slot.Labels.AsSpan(0, Count);
+
+    /// <summary>[Count, C, S, S] of view <paramref name="view"/>.</summary>
+    public TensorShape ViewShape(int view) => _loader.ViewShape(view, Count);
+
+    /// <summary>The host floats of view <paramref name="view"/>, Count x C x S x S.</summary>
+    public ReadOnlySpan<float> View(int view) => _slot.Span.Slice((int)_loader.ViewOffset(view), (int)ViewShape(view).Length);
+
+    /// <summary>
+    /// Copies view <paramref name="view"/> into the first Count rows of <paramref name="destination"/> (a
+    /// [BatchSize or Count, C, S, S] tensor of <paramref name="backend"/>). From pinned buffers to a
+    /// <see cref="CudaBackend"/> the copy is asynchronous on its stream, and the loader does not reuse the buffer
+    /// before the copy has finished.
+    /// </summary>
+    public void CopyTo(IBackend backend, int view, Tensor destination)
+    {
+        var shape = ViewShape(view);
+        var perSample = shape.Length / Math.Max(1, Count);
+        if (destination.Length != shape.Length && destination.Length != perSample * _loader.Options.BatchSize)
+        {
+            throw new ArgumentException($"{destination.Describe()} does not hold view {view} of a batch ({shape}, batch size {_loader.Options.BatchSize})", nameof(destination));
+        }
+        var target = destination.Length == shape.Length ? destination : destination.View(0, shape);
+        if (backend is CudaBackend cuda && _slot.Pinned is { } pinned)
+        {
+            cuda.CopyFromPinnedAsync(pinned, _loader.ViewOffset(view), target);
+            _slot.RecordCopy(cuda);
+        }
+        else
+        {
+            backend.CopyFromHost(View(view), target);
+        }
+    }
+}
+
+/// <summary>
+/// Feeds a training loop batches of augmented views: worker threads augment samples (each from its own
+/// (seed, epoch, index, view) random stream) into <see cref="LoaderOptions.Prefetch"/> batch buffers ahead of the
+/// consumer; for a CUDA backend the buffers are pinned so copies to the device are asynchronous. Epochs are
+/// shuffled by the seed, the last incomplete batch dropped by default, and the batch contents do not depend on the
+/// number of workers.
+/// </summary>
+/// <example>
+/// <code>
+/// using var loader = new ContrastiveLoader(dataset, AugmentationPresets.SimClr(32), new LoaderOptions { BatchSize = 512, Seed = 1 }, backend);
+/// var views = loader.AllocateViews(backend);           // one [512, 3, 32, 32] tensor per view
+/// foreach (var batch in loader.Epoch(epoch))
+/// {
+///     batch.CopyTo(backend, 0, views[0]);
+///     batch.CopyTo(backend, 1, views[1]);
+///     method.Step(views[0], views[1]);
+/// }
+/// </code>
+/// </example>
+public sealed class ContrastiveLoader : IDisposable
+{
+    private readonly IImageDataset _dataset;
+    private readonly BatchSlot[] _slots;
+    private readonly long[] _viewOffsets;
+    private readonly ChannelStats _normalization;
+    private readonly CudaBackend? _cuda;
+    private long _images, _views;
+    private double _wallSeconds, _waitSeconds, _busySeconds;
+    private bool _running;
+
+    public ContrastiveLoader(IImageDataset dataset, AugmentationPreset preset, LoaderOptions options, IBackend? backend = null)
+    {
+        ArgumentNullException.ThrowIfNull(dataset);
+        if (options.BatchSize <= 0 || options.Workers <= 0 || options.Prefetch < 1 || options.ChunkSize <= 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), $"batch size {options.BatchSize}, workers {options.Workers}, prefetch {options.Prefetch} and chunk size {options.ChunkSize} must be positive");
+        }
+        var stats = options.Normalization ?? dataset.Stats;
+        if (stats.Channels != dataset.Shape.Channels)
+        {
+            throw new ArgumentException($"normalisation for {stats.Channels} channels on {dataset.Name}'s {dataset.Shape.Channels}-channel images", nameof(options));
+        }
+        if (preset.ViewCount == 0)
+        {
+            throw new ArgumentException($"preset {preset.Name} has no views", nameof(preset));
+        }
+        _dataset = dataset;
+        Preset = preset;
+        Options = options;
+        _normalization = stats;
+        _viewOffsets = new long[preset.ViewCount + 1];
+        for (var v = 0; v < preset.ViewCount; v++)
+        {
+            _viewOffsets[v + 1] = _viewOffsets[v] + ViewShape(v, options.BatchSize).Length;
+        }
+        _cuda = backend as CudaBackend;
+        _cuda?.Context.MakeCurrent();
+        _slots = new BatchSlot[options.Prefetch];
+        for (var s = 0; s < _slots.Length; s++)
+        {
+            _slots[s] = new BatchSlot(_viewOffsets[^1], options.BatchSize, pinned: _cuda is not null);
+        }
+    }
+
+    public AugmentationPreset Preset { get; }
+
+    public LoaderOptions Options { get; }
+
+    public IImageDataset Dataset => _dataset;
+
+    /// <summary>Batches per epoch under the drop-last setting.</summary>
+    public int BatchesPerEpoch => Options.DropLast ? _dataset.Count / Options.BatchSize : (_dataset.Count + Options.BatchSize - 1) / Options.BatchSize;
+
+    public LoaderStats Stats => new(_images, _views, _wallSeconds, _waitSeconds, _busySeconds, Options.Workers);
+
+    /// <summary>[batch, C, S, S] of view <paramref name="view"/>.</summary>
+    public TensorShape ViewShape(int view, int batch)
+    {
+        var size = Preset.Views[view].Size;
+        return new TensorShape(batch, _dataset.Shape.Channels, size, size);
+    }
+
+    /// <summary>One tensor per view, [BatchSize, C, S, S], on <paramref name="backend"/>; the caller disposes them.</summary>
+    public Tensor[] AllocateViews(IBackend backend) =>
+        [.. Enumerable.Range(0, Preset.ViewCount).Select(v => backend.Allocate(ViewShape(v, Options.BatchSize), $"view{v}"))];
+
+    internal long ViewOffset(int view) => _viewOffsets[view];
+
+    /// <summary>The dataset indices of epoch <paramref name="epoch"/> in batch order (a seeded Fisher–Yates shuffle).</summary>
+    public int[] EpochOrder(int epoch)
+    {
+        var order = new int[_dataset.Count];
+        for (var i = 0; i < order.Length; i++)
+        {
+            order[i] = i;
+        }
+        if (Options.Shuffle)
+        {
+            var rng = new SampleRandom(Options.Seed, ((ulong)(uint)epoch << 32) | uint.MaxValue, 0);
+            for (var i = order.Length - 1; i > 0; i--)
+            {
+                var j = rng.NextInt(i + 1);
+                (order[i], order[j]) = (order[j], order[i]);
+            }
+        }
+        return order;
+    }
+
+    /// <summary>The batches of epoch <paramref name="epoch"/>; each is valid until the next one is requested.</summary>
+    public IEnumerable<ViewBatch> Epoch(int epoch)
+    {
+        if (_running)
+        {
+            throw new InvalidOperationException("an epoch of this loader is already being enumerated");
+        }
+        return Run(epoch);
+    }
+
+    private IEnumerable<ViewBatch> Run(int epoch)
+    {
+        _running = true;
+        var run = new EpochRun(this, epoch, EpochOrder(epoch));
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            run.Start();
+            for (var b = 0; b < run.Batches; b++)
+            {
+                var waitStart = Stopwatch.GetTimestamp();
+                var batch = run.WaitFor(b);
+                _waitSeconds += Stopwatch.GetElapsedTime(waitStart).TotalSeconds;
+                yield return batch;
+                _images += batch.Count;
+                _views += (long)batch.Count * Preset.ViewCount;
+                run.Release(b);
+            }
+        }
+        finally
+        {
+            run.Stop();
+            _busySeconds += run.BusySeconds;
+            _wallSeconds += clock.Elapsed.TotalSeconds;
+            _running = false;
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var slot in _slots)
+        {
+            slot.Dispose();
+        }
+    }
+
+    /// <summary>One epoch's workers and the hand-over of batch buffers between them and the consumer.</summary>
+    private sealed class EpochRun(ContrastiveLoader loader, int epoch, int[] order)
+    {
+        private readonly object _gate = new();
+        private readonly int _chunksPerBatch = (loader.Options.BatchSize + loader.Options.ChunkSize - 1) / loader.Options.ChunkSize;
+        private readonly ViewBatch[] _batches = [.. loader._slots.Select(s => new ViewBatch(loader, s))];
+        private readonly int[] _remaining = new int[loader._slots.Length];
+        private readonly int[] _ready = [.. Enumerable.Repeat(-1, loader._slots.Length)];
+        private Thread[] _threads = [];
+        private long _nextChunk;
+        private int _released;
+        private long _busyTicks;
+        private bool _stop;
+        private Exception? _failure;
+
+        public int Batches { get; } = loader.BatchesPerEpoch;
+
+        public double BusySeconds => _busyTicks / (double)Stopwatch.Frequency;
+
+        private int Slots => loader._slots.Length;
+
+        public void Start()
+        {
+            for (var s = 0; s < Slots; s++)
+            {
+                _remaining[s] = _chunksPerBatch;
+            }
+            _threads = new Thread[loader.Options.Workers];
+            for (var w = 0; w < _threads.Length; w++)
+            {
+                _threads[w] = new Thread(Work) { IsBackground = true, Name = $"nc-loader-{w}" };
+                _threads[w].Start();
+            }
+        }
+
+        public ViewBatch WaitFor(int batch)
+        {
+            var slot = batch % Slots;
+            lock (_gate)
+            {
+                while (_ready[slot] != batch && _failure is null)
+                {
+                    Monitor.Wait(_gate);
+                }
+                if (_failure is not null)
+                {
+                    throw new InvalidOperationException($"the loader failed on {loader._dataset.Name}: {_failure.Message}", _failure);
+                }
+            }
+            var view = _batches[slot];
+            view.Epoch = epoch;
+            view.Number = batch;
+            view.Count = BatchRows(batch);
+            return view;
+        }
+
+        /// <summary>Hands batch <paramref name="batch"/>'s buffer back for batch + Prefetch.</summary>
+        public void Release(int batch)
+        {
+            lock (_gate)
+            {
+                _remaining[batch % Slots] = _chunksPerBatch;
+                _released = batch + 1;
+                Monitor.PulseAll(_gate);
+            }
+        }
+
+        public void Stop()
+        {
+            lock (_gate)
+            {
+                _stop = true;
+                Monitor.PulseAll(_gate);
+            }
+            foreach (var t in _threads)
+            {
+                t.Join();
+            }
+        }
+
+        private int BatchRows(int batch) => Math.Min(loader.Options.BatchSize, order.Length - (batch * loader.Options.BatchSize));
+
+        private void Work()
+        {
+            var augmenter = new ViewAugmenter();
+            var busy = 0L;
+            try
+            {
+                while (true)
+                {
+                    var chunk = Interlocked.Increment(ref _nextChunk) - 1;
+                    var batch = (int)(chunk / _chunksPerBatch);
+                    if (batch >= Batches)
+                    {
+                        break;
+                    }
+                    var slotIndex = batch % Slots;
+                    lock (_gate)
+                    {
+                        while (batch >= _released + Slots && !_stop && _failure is null)
+                        {
+                            Monitor.Wait(_gate);
+                        }
+                        if (_stop || _failure is not null)
+                        {
+                            break;
+                        }
+                    }
+                    var slot = loader._slots[slotIndex];
+                    slot.WaitForCopies(loader._cuda);
+                    var start = Stopwatch.GetTimestamp();
+                    var rows = BatchRows(batch);
+                    var first = (int)(chunk % _chunksPerBatch) * loader.Options.ChunkSize;
+                    for (var row = first; row < Math.Min(rows, first + loader.Options.ChunkSize); row++)
+                    {
+                        Fill(slot, row, order[(batch * loader.Options.BatchSize) + row], augmenter);
+                    }
+                    busy += Stopwatch.GetTimestamp() - start;
+                    if (Interlocked.Decrement(ref _remaining[slotIndex]) == 0)
+                    {
+                        lock (_gate)
+                        {
+                            _ready[slotIndex] = batch;
+                            Monitor.PulseAll(_gate);
+                        }
+                    }
+                }
+            }
+            catch (Exception e)
+            {
+                lock (_gate)
+                {
+                    _failure ??= e;
+                    Monitor.PulseAll(_gate);
+                }
+            }
+            Interlocked.Add(ref _busyTicks, busy);
+        }
+
+        /// <summary>Augments sample <paramref name="index"/>'s views straight into their rows of the batch buffer and normalises them there.</summary>
+        private void Fill(BatchSlot slot, int row, int index, ViewAugmenter augmenter)
+        {
+            var dataset = loader._dataset;
+            var shape = dataset.Shape;
+            slot.Indices[row] = index;
+            slot.Labels[row] = dataset.GetLabel(index);
+            try
+            {
+                var image = dataset.GetImage(index);
+                var span = slot.Span;
+                for (var v = 0; v < loader.Preset.ViewCount; v++)
+                {
+                    var recipe = loader.Preset.Views[v];
+                    var length = shape.Channels * recipe.Size * recipe.Size;
+                    // A partial last batch packs its rows like a full one: view v's rows start at the same offset.
+                    var planes = span.Slice((int)loader._viewOffsets[v] + (row * length), length);
+                    var rng = SampleRandom.ForView(loader.Options.Seed, epoch, index, v);
+                    augmenter.Augment(image, shape, recipe, ref rng, planes);
+                    ImageOps.Normalize(planes, loader._normalization);
+                }
+            }
+            catch (Exception e)
+            {
+                throw new InvalidOperationException($"image {index} of epoch {epoch}: {e.Message}", e);
+            }
+        }
+    }
+}
+
+/// <summary>One batch buffer: pinned host memory for a CUDA consumer, a managed array otherwise.</summary>
+internal sealed class BatchSlot : IDisposable
+{
+    private readonly float[]? _managed;
+    private CudaEvent? _copyDone;
+    private volatile bool _copyPending;
+
+    public BatchSlot(long floats, int batchSize, bool pinned)
+    {
+        if (pinned)
+        {
+            Pinned = new PinnedHostBuffer(floats);
+        }
+        else
+        {
+            _managed = GC.AllocateUninitializedArray<float>(checked((int)floats), pinned: true);
+        }
+        Indices = new int[batchSize];
+        Labels = new int[batchSize];
+    }
+
+    public PinnedHostBuffer? Pinned { get; }
+
+    public int[] Indices { get; }
+
+    public int[] Labels { get; }
+
+    public Span<float> Span => Pinned is not null ? Pinned.Span : _managed;
+
+    /// <summary>Marks the end of the device copies out of this buffer (recorded after each copy, so the last one counts).</summary>
+    public void RecordCopy(CudaBackend cuda)
+    {
+        _copyDone ??= new CudaEvent(timing: false);
+        _copyDone.Record(cuda.Stream);
+        _copyPending = true;
+    }
+
+    /// <summary>Blocks a worker until the device has finished reading this buffer.</summary>
+    public void WaitForCopies(CudaBackend? cuda)
+    {
+        if (!_copyPending || _copyDone is null)
+        {
+            return;
+        }
+        cuda?.Context.MakeCurrent();
+        _copyDone.Synchronize();
+        _copyPending = false;
+    }
+
+    public void Dispose()
+    {
+        _copyDone?.Dispose();
+        Pinned?.Dispose();
+    }
+}
