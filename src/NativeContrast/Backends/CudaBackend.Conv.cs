@@ -21,7 +21,7 @@ public sealed partial class CudaBackend
         long first = firstSample;
         var vector = geometry.Channels % 4 == 0 && Aligned16(xp) && Aligned16(cp);
         void** args = stackalloc void*[] { &xp, &cp, &window, &first, &total };
-        Kernel(vector ? "nc_conv_im2col_vec4" : "nc_conv_im2col").Launch(Grid(vector ? total / 4 : total, 256), 256, 0, Stream, args);
+        Kernel(vector ? "nc_conv_im2col_vec4" : "nc_conv_im2col").Launch(StrideGrid(vector ? total / 4 : total, 256), 256, 0, Stream, args);
     }
 
     public unsafe void Col2Im(Tensor columns, Tensor dx, Conv2dGeometry geometry, int firstSample, int samples, bool accumulate)
@@ -39,7 +39,7 @@ public sealed partial class CudaBackend
         var add = accumulate ? 1 : 0;
         var vector = geometry.Channels % 4 == 0 && Aligned16(cp) && Aligned16(dp);
         void** args = stackalloc void*[] { &cp, &dp, &window, &first, &add, &total };
-        Kernel(vector ? "nc_conv_col2im_vec4" : "nc_conv_col2im").Launch(Grid(vector ? total / 4 : total, 256), 256, 0, Stream, args);
+        Kernel(vector ? "nc_conv_col2im_vec4" : "nc_conv_col2im").Launch(StrideGrid(vector ? total / 4 : total, 256), 256, 0, Stream, args);
     }
 
     public unsafe void PackConvWeight(Tensor weight, Tensor packed)
@@ -66,7 +66,7 @@ public sealed partial class CudaBackend
         Context.MakeCurrent();
         ulong yp = y.DevicePointer(), bp = bias.DevicePointer();
         void** args = stackalloc void*[] { &yp, &bp, &channels, &total };
-        Kernel("nc_conv_add_bias").Launch(Grid(total, 256), 256, 0, Stream, args);
+        Kernel("nc_conv_add_bias").Launch(StrideGrid(total, 256), 256, 0, Stream, args);
     }
 
     public unsafe void AccumulateBiasGradient(Tensor dy, Tensor biasGradient)
@@ -94,11 +94,11 @@ public sealed partial class CudaBackend
         Context.MakeCurrent();
         ulong sp = source.DevicePointer(), dp = destination.DevicePointer();
         void** args = stackalloc void*[] { &sp, &dp, &inChannels, &window, &total };
-        Kernel(kernel).Launch(Grid(total, 256), 256, 0, Stream, args);
+        Kernel(kernel).Launch(StrideGrid(total, 256), 256, 0, Stream, args);
     }
 
     /// <summary>Blocks for a grid-stride loop over <paramref name="items"/>: enough to fill the device, no more.</summary>
-    internal Dim3 Grid(long items, int threads) => new((uint)Math.Min(Blocks(items, threads), (long)Info.Multiprocessors * 32));
+    internal Dim3 StrideGrid(long items, int threads) => new((uint)Math.Min(Blocks(items, threads), (long)Info.Multiprocessors * 32));
 
     internal static bool Aligned16(ulong pointer) => (pointer & 15) == 0;
 

@@ -44,7 +44,7 @@ public sealed partial class CudaBackend
         var relu = mode.Relu ? 1 : 0;
         var vector = channels % 4 == 0 && Aligned16(xp) && Aligned16(yp) && Aligned16(res);
         void** applyArgs = stackalloc void*[] { &xp, &res, &yp, &mean, &invStd, &gamma, &beta, &channels, &total, &relu };
-        Kernel(vector ? "nc_norm_apply_vec4" : "nc_norm_apply").Launch(Grid(vector ? total / 4 : total, 256), 256, 0, Stream, applyArgs);
+        Kernel(vector ? "nc_norm_apply_vec4" : "nc_norm_apply").Launch(StrideGrid(vector ? total / 4 : total, 256), 256, 0, Stream, applyArgs);
     }
 
     public unsafe void BatchNormBackward(Tensor x, Tensor y, Tensor dy, Tensor dx, Tensor? residualGradient, Tensor? weight, Tensor savedMean, Tensor savedInvStd, Tensor? weightGradient, Tensor? biasGradient, BatchNormMode mode, Tensor workspace)
@@ -76,7 +76,7 @@ public sealed partial class CudaBackend
         long total = x.Length;
         var vector = channels % 4 == 0 && Aligned16(xp) && Aligned16(yp) && Aligned16(dyp) && Aligned16(dxp) && Aligned16(residualGrad);
         void** applyArgs = stackalloc void*[] { &xp, &yp, &dyp, &mean, &coefficients, &dxp, &residualGrad, &channels, &total, &relu };
-        Kernel(vector ? "nc_norm_backward_apply_vec4" : "nc_norm_backward_apply").Launch(Grid(vector ? total / 4 : total, 256), 256, 0, Stream, applyArgs);
+        Kernel(vector ? "nc_norm_backward_apply_vec4" : "nc_norm_backward_apply").Launch(StrideGrid(vector ? total / 4 : total, 256), 256, 0, Stream, applyArgs);
     }
 
     /// <summary>

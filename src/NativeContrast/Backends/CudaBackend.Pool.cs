@@ -19,7 +19,7 @@ public sealed partial class CudaBackend
         ulong xp = x.DevicePointer(), yp = y.DevicePointer(), ap = argmax.DevicePointer();
         var window = KernelWindow.Of(geometry);
         void** args = stackalloc void*[] { &xp, &yp, &ap, &window, &total };
-        Kernel("nc_pool_max_forward").Launch(Grid(total, 256), 256, 0, Stream, args);
+        Kernel("nc_pool_max_forward").Launch(StrideGrid(total, 256), 256, 0, Stream, args);
     }
 
     public unsafe void MaxPool2dBackward(Tensor dy, Tensor argmax, Tensor dx, Conv2dGeometry geometry)
@@ -35,7 +35,7 @@ public sealed partial class CudaBackend
         ulong dyp = dy.DevicePointer(), ap = argmax.DevicePointer(), dxp = dx.DevicePointer();
         var window = KernelWindow.Of(geometry);
         void** args = stackalloc void*[] { &dyp, &ap, &dxp, &window, &total };
-        Kernel("nc_pool_max_backward").Launch(Grid(total, 256), 256, 0, Stream, args);
+        Kernel("nc_pool_max_backward").Launch(StrideGrid(total, 256), 256, 0, Stream, args);
     }
 
     public unsafe void GlobalAvgPoolForward(Tensor x, Tensor y)
@@ -49,7 +49,7 @@ public sealed partial class CudaBackend
         Context.MakeCurrent();
         ulong xp = x.DevicePointer(), yp = y.DevicePointer();
         void** args = stackalloc void*[] { &xp, &yp, &positions, &channels, &total };
-        Kernel("nc_pool_avg_forward").Launch(Grid(total, 256), 256, 0, Stream, args);
+        Kernel("nc_pool_avg_forward").Launch(StrideGrid(total, 256), 256, 0, Stream, args);
     }
 
     public unsafe void GlobalAvgPoolBackward(Tensor dy, Tensor dx)
@@ -63,6 +63,6 @@ public sealed partial class CudaBackend
         Context.MakeCurrent();
         ulong dyp = dy.DevicePointer(), dxp = dx.DevicePointer();
         void** args = stackalloc void*[] { &dyp, &dxp, &positions, &channels, &total };
-        Kernel("nc_pool_avg_backward").Launch(Grid(total, 256), 256, 0, Stream, args);
+        Kernel("nc_pool_avg_backward").Launch(StrideGrid(total, 256), 256, 0, Stream, args);
     }
 }
