@@ -1,6 +1,7 @@
 namespace NativeContrast.Tests.Optim;
 
 using NativeContrast.Backends;
+using NativeContrast.Nn;
 using NativeContrast.Tensors;
 using NativeContrast.Tests.Support;
 
@@ -22,43 +23,12 @@ internal static class OptimFixtures
         return layout;
     }
 
-    /// <summary>ResNet-50's parameters in torchvision's order and names: 161 trainable tensors, 25,557,032 floats, plus BN buffers.</summary>
+    /// <summary>ResNet-50 + a 1000-class fc, from the engine's own model: torchvision's 161 trainable tensors, 25,557,032 floats, plus BN buffers.</summary>
     public static ArenaLayout ResNet50Layout()
     {
         var layout = new ArenaLayout();
-        void Bn(string name, int channels)
-        {
-            layout.Add(name + ".weight", new TensorShape(channels), ParameterKind.NormScale);
-            layout.Add(name + ".bias", new TensorShape(channels), ParameterKind.NormShift);
-            layout.Add(name + ".running_mean", new TensorShape(channels), ParameterKind.Buffer);
-            layout.Add(name + ".running_var", new TensorShape(channels), ParameterKind.Buffer);
-        }
-        layout.Add("conv1.weight", new TensorShape(64, 3, 7, 7), ParameterKind.Weight);
-        Bn("bn1", 64);
-        var inplanes = 64;
-        int[] blocks = [3, 4, 6, 3];
-        for (var stage = 0; stage < 4; stage++)
-        {
-            var width = 64 << stage;
-            for (var b = 0; b < blocks[stage]; b++)
-            {
-                var prefix = $"layer{stage + 1}.{b}";
-                layout.Add(prefix + ".conv1.weight", new TensorShape(width, inplanes, 1, 1), ParameterKind.Weight);
-                Bn(prefix + ".bn1", width);
-                layout.Add(prefix + ".conv2.weight", new TensorShape(width, width, 3, 3), ParameterKind.Weight);
-                Bn(prefix + ".bn2", width);
-                layout.Add(prefix + ".conv3.weight", new TensorShape(width * 4, width, 1, 1), ParameterKind.Weight);
-                Bn(prefix + ".bn3", width * 4);
-                if (b == 0)
-                {
-                    layout.Add(prefix + ".downsample.0.weight", new TensorShape(width * 4, inplanes, 1, 1), ParameterKind.Weight);
-                    Bn(prefix + ".downsample.1", width * 4);
-                }
-                inplanes = width * 4;
-            }
-        }
-        layout.Add("fc.weight", new TensorShape(1000, 2048), ParameterKind.Weight);
-        layout.Add("fc.bias", new TensorShape(1000), ParameterKind.Bias);
+        using var encoder = new ResNet(layout, ResNetOptions.ResNet50);
+        using var classifier = LinearHead.Classifier(layout, encoder.FeatureDim, 1000);
         return layout;
     }
 
