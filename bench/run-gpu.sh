@@ -21,6 +21,7 @@ for ref in bench/reference/*.py; do
   name=$(basename "$ref" .py)
   case "$name" in
     torchvision_roundtrip) continue ;;            # needs an exported model: run by its own step
+    benchlib) continue ;;                         # helpers the peers import, not a benchmark
     augment) out="bench/results/augment-$host.json" ;;
     *) out="bench/results/kernels-$slug.json" ;;
   esac

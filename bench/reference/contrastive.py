@@ -12,14 +12,10 @@ the bandwidth of a device-to-device copy.
 usage: python3 bench/reference/contrastive.py --out bench/results/kernels-<gpu>.json [--quick]
 Records are appended to the JSON list in --out with the engine's field names.
 """
-import argparse
-import datetime
-import json
-import os
-import statistics
-
 import torch
 import torch.nn.functional as F
+
+from benchlib import append_records, copy_bandwidth, median_ms, parse_args, peak_since, require_cuda, reset_peak, timestamp
 
 DIM = 128
 TEMPERATURE = 0.1
@@ -43,29 +39,6 @@ def moco_infonce(q, k, queue, tau):
     logits = torch.cat([l_pos, l_neg], dim=1) / tau
     labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, labels)
-
-
-def median_ms(step, warmup, repetitions):
-    for _ in range(warmup):
-        step()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(repetitions):
-        start.record()
-        step()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def copy_bandwidth(quick):
-    length = (16 if quick else 128) << 20
-    source = torch.rand(length, device="cuda")
-    destination = torch.empty_like(source)
-    ms = median_ms(lambda: destination.copy_(source), 3, 5 if quick else 20)
-    return 2.0 * length * 4 / (ms * 1e-3)
 
 
 def gemm_rate(precision, quick):
@@ -92,7 +65,7 @@ class Runner:
         row = {
             "kernel": kernel, "case": case, "impl": impl, "median_ms": ms, "peak_bytes": int(peak),
             "gpu": self.gpu, "floor_ms": floor, "tflops": flops / (ms * 1e-3) / 1e12, "note": note,
-            "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "timestamp": timestamp(),
         }
         self.records.append(row)
         print(f"{kernel:<16} {case:<34} {impl:<14} {ms:10.4f} ms  floor {floor:9.4f} ms ({ms / floor:.2f}x)"
@@ -100,9 +73,7 @@ class Runner:
 
     def measure(self, make_inputs, loss_fn, precision):
         """Median ms and peak bytes of forward + backward; inputs are made after the peak counter is reset."""
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
+        base = reset_peak(empty_cache=True)
         inputs, grad_input = make_inputs()
 
         def step():
@@ -112,7 +83,7 @@ class Runner:
             loss.backward()
 
         ms = median_ms(step, 3, self.repetitions)
-        peak = torch.cuda.max_memory_allocated() - base
+        peak = peak_since(base)
         del inputs, grad_input
         return ms, peak
 
@@ -132,15 +103,11 @@ class Runner:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="JSON list to append the records to")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("needs a CUDA device")
+    args = parse_args(__doc__)
+    require_cuda("contrastive.py")
 
     runner = Runner(args.quick)
-    bandwidth = copy_bandwidth(args.quick)
+    bandwidth = copy_bandwidth(torch.rand((16 if args.quick else 128) << 20, device="cuda"), 3, 5 if args.quick else 20)
     print(f"device: {runner.gpu}; device-to-device copy {bandwidth / 1e9:.0f} GB/s")
     rates = {}
     for precision in ("tf32", "bf16"):
@@ -183,15 +150,7 @@ def main():
 
         runner.run_impls("infonce", case, moco_infonce, make_inputs, precision, flops, floor, note)
 
-    existing = []
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            existing = json.load(f)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    temporary = args.out + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(existing + runner.records, f, indent=2)
-    os.replace(temporary, args.out)
+    append_records(args.out, runner.records)
     print(f"   {len(runner.records)} records appended to {args.out}")
 
 

@@ -6,36 +6,15 @@
 Appends one record per case (impl "torch-eager") with the engine's fields; floor_ms is bytes over the
 device-to-device copy bandwidth measured here, in the same run, as the engine does.
 """
-import argparse
-import datetime
-import json
-import os
-
 import torch
 import torch.nn.functional as F
 
-
-def median_ms(fn, reps, warmup=5):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for _ in range(reps):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
+from benchlib import append_records, copy_bandwidth, median_ms, parse_args, peak_since, require_cuda, reset_peak, timestamp
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
+    args = parse_args(__doc__.splitlines()[0])
+    require_cuda("core.py")
 
     quick = args.quick
     reps = 5 if quick else 50
@@ -48,21 +27,17 @@ def main():
     dev = "cuda"
     records = []
 
-    src, dst = torch.empty(n, device=dev), torch.empty(n, device=dev)
-    bandwidth = 2 * n * 4 / (median_ms(lambda: dst.copy_(src), reps) * 1e-3)
-    del src, dst
+    bandwidth = copy_bandwidth(torch.empty(n, device=dev), 5, reps, upper=True)
     print(f"   device-to-device copy: {bandwidth / 1e9:.0f} GB/s")
 
     def record(kernel, case, fn, nbytes):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        ms = median_ms(fn, reps)
+        base = reset_peak()
+        ms = median_ms(fn, 5, reps, upper=True)
         r = {
             "kernel": kernel, "case": case, "impl": "torch-eager", "median_ms": ms,
-            "peak_bytes": torch.cuda.max_memory_allocated() - base + nbytes, "gpu": gpu,
+            "peak_bytes": peak_since(base) + nbytes, "gpu": gpu,
             "floor_ms": nbytes / bandwidth * 1e3, "gbps": nbytes / (ms * 1e-3) / 1e9,
-            "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "timestamp": timestamp(),
         }
         records.append(r)
         print(f"{kernel:<22} {case:<16} torch-eager {ms:10.4f} ms  floor {r['floor_ms']:9.4f} ms")
@@ -104,14 +79,7 @@ def main():
         record("l2_normalize_backward", case, lambda: torch.autograd.grad(y, x, dy, retain_graph=True), 3 * b)
         del x, dy, y
 
-    existing = []
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            existing = json.load(f)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".tmp", "w") as f:
-        json.dump(existing + records, f, indent=2)
-    os.replace(args.out + ".tmp", args.out)
+    append_records(args.out, records)
     print(f"   {len(records)} records appended to {args.out}")
 
 

@@ -16,13 +16,9 @@ PyTorch has no LARS, so the "lars" rows have no peer here. Floors use the same t
 Usage: python3 bench/reference/optim.py --out bench/results/kernels-<gpu>.json [--quick]
 Needs torch with CUDA; torchvision is optional (ResNet-50's shapes are generated when it is missing). No network.
 """
-import argparse
-import datetime
-import json
-import os
-import statistics
-
 import torch
+
+from benchlib import append_records, median_ms, parse_args, peak_since, require_cuda, reset_peak, timestamp
 
 CASE = "resnet50"
 
@@ -48,41 +44,9 @@ def resnet50_shapes():
         return shapes + [(1000, 2048), (1000,)]
 
 
-def median_ms(fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def append_records(path, records):
-    existing = []
-    if os.path.exists(path):
-        with open(path) as f:
-            existing = json.load(f)
-    existing.extend(records)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(existing, f, indent=2)
-    os.replace(temporary, path)
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="JSON list to append records to")
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("optim.py needs a CUDA device")
+    args = parse_args(__doc__, out_help="JSON list to append records to", quick_help="fewer repetitions")
+    require_cuda("optim.py")
     reps = 10 if args.quick else 50
     device = torch.device("cuda")
     gpu = torch.cuda.get_device_name(device)
@@ -103,11 +67,11 @@ def main():
             "case": CASE,
             "impl": impl,
             "median_ms": ms,
-            "peak_bytes": torch.cuda.max_memory_allocated(device),
+            "peak_bytes": peak_since(),
             "gpu": gpu,
             "floor_ms": nbytes / bytes_per_ms,
             "gbps": nbytes / ms / 1e6,
-            "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "timestamp": timestamp(),
         }
         if note:
             r["note"] = note
@@ -117,16 +81,14 @@ def main():
 
     def timed(kernel, impl, floats_per_element, bytes_per_ms, setup, note=None):
         """setup() builds the state and returns the work; peak memory counts from before setup."""
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+        reset_peak(empty_cache=True)
         work = setup()
         ms = median_ms(work, warmup=5, reps=reps)
         record(kernel, impl, ms, floats_per_element, bytes_per_ms, note)
 
     # Copy bandwidth: read n floats, write n floats.
     src, dst = torch.empty(n, device=device).uniform_(), torch.empty(n, device=device)
-    torch.cuda.reset_peak_memory_stats(device)
+    reset_peak()
     copy_ms = median_ms(lambda: dst.copy_(src), warmup=5, reps=reps)
     bytes_per_ms = 2 * 4 * n / copy_ms
     record("copy", "torch-copy", copy_ms, 2, bytes_per_ms, "device-to-device copy: the bandwidth every floor uses")

@@ -13,17 +13,14 @@ throughput at the same precision.
 
 usage: python3 bench/reference/resnet.py --out bench/results/kernels-<gpu>.json [--quick]
 """
-import argparse
-import json
-import os
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
+
+from benchlib import append_records, median_ms, parse_args, peak_since, require_cuda, reset_peak, timestamp
 
 
 def build(kernel, classes):
@@ -61,21 +58,6 @@ def set_tf32(enabled):
     torch.backends.cudnn.allow_tf32 = enabled
 
 
-def median_ms(fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for _ in range(reps):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def gemm_tflops(n, dtype):
     a = torch.randn(n, n, device="cuda", dtype=dtype)
     b = torch.randn(n, n, device="cuda", dtype=dtype)
@@ -87,9 +69,7 @@ def run_case(kernel, size, batch, classes, impl, quick):
     bf16 = impl.endswith("bf16")
     compiled = impl.startswith("torch-compile")
     set_tf32(impl != "torch-eager-fp32")
-    torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
+    base = reset_peak(empty_cache=True)
 
     model = build(kernel, classes).cuda().to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, size, size, device="cuda").to(memory_format=torch.channels_last)
@@ -106,7 +86,7 @@ def run_case(kernel, size, batch, classes, impl, quick):
         optimizer.step()
 
     ms = median_ms(step, warmup=5 if compiled else 3, reps=5 if quick else 20)
-    peak = torch.cuda.max_memory_allocated() - base
+    peak = peak_since(base)
     peak_tflops = gemm_tflops(4096 if quick else 8192, torch.bfloat16 if bf16 else torch.float32)
     del forward, model, optimizer, x, y
     return {
@@ -122,28 +102,13 @@ def run_case(kernel, size, batch, classes, impl, quick):
         "throughput_unit": "images/s",
         "note": f"torch {torch.__version__}, torchvision {torchvision.__version__}, channels_last; "
                 f"floor = FLOPs at {peak_tflops:.0f} TFLOP/s (measured GEMM)",
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "timestamp": timestamp(),
     }
 
 
-def append(path, records):
-    existing = []
-    if os.path.exists(path):
-        with open(path) as f:
-            existing = json.load(f)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(existing + records, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="JSON list of records to append to")
-    parser.add_argument("--quick", action="store_true", help="small batches and few repetitions (smoke run)")
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("resnet.py needs a CUDA device")
+    args = parse_args(__doc__, out_help="JSON list of records to append to", quick_help="small batches and few repetitions (smoke run)")
+    require_cuda("resnet.py")
 
     cases = [("resnet18-step", 32, 64 if args.quick else 512, 10), ("resnet50-step", 224, 16 if args.quick else 128, 1000)]
     impls = ["torch-eager-fp32", "torch-eager-tf32", "torch-eager-bf16", "torch-compile", "torch-compile-bf16"]
@@ -158,7 +123,7 @@ def main():
             records.append(r)
             print(f"{r['kernel']:16} {r['case']:26} {impl:20} {r['median_ms']:9.3f} ms  floor {r['floor_ms']:8.3f} ms  "
                   f"{r['throughput']:9.0f} images/s  peak {r['peak_bytes'] / 2**20:7.0f} MiB")
-    append(args.out, records)
+    append_records(args.out, records)
     print(f"{len(records)} records appended to {args.out}")
 
 

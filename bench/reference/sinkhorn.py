@@ -9,13 +9,10 @@ Records are appended to --out (a JSON list) with the fields of BenchRecord.
 
     python3 bench/reference/sinkhorn.py --out bench/results/kernels-<gpu>.json [--quick]
 """
-import argparse
-import datetime
-import json
-import os
-
 import torch
 import torch.nn.functional as F
+
+from benchlib import append_records, copy_bandwidth, median_ms, parse_args, peak_since, require_cuda, reset_peak, timestamp
 
 CASES = [(4096, 3000, 3), (1024, 3000, 3), (8192, 3000, 3), (1024, 65536, 3)]
 QUICK_CASES = [(1024, 3000, 3)]
@@ -48,37 +45,12 @@ def swapped_loss(scores, codes, temperature=TEMPERATURE):
     return -torch.mean(torch.sum(codes * F.log_softmax(scores / temperature, dim=1), dim=1))
 
 
-def median_ms(fn, warmup, repetitions):
-    """Median of per-call CUDA-event timings; the upper median, as GpuTimer takes it."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    start = torch.cuda.Event(enable_timing=True)
-    end = torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(repetitions):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[repetitions // 2]
-
-
 def peak_bytes(fn):
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    """Peak bytes allocated (absolute, not above a base) over one more call of fn."""
+    reset_peak()
     fn()
     torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated()
-
-
-def copy_bandwidth(repetitions):
-    """Bytes per second of a 256 MiB device-to-device copy (read + write counted)."""
-    source = torch.empty(64 << 20, device="cuda")
-    destination = torch.empty_like(source)
-    ms = median_ms(lambda: destination.copy_(source), 5, repetitions)
-    return 2.0 * source.numel() * 4 / (ms * 1e-3)
+    return peak_since()
 
 
 def record(kernel, case, impl, ms, peak, floor_ms, moved_bytes, note):
@@ -92,7 +64,7 @@ def record(kernel, case, impl, ms, peak, floor_ms, moved_bytes, note):
         "floor_ms": floor_ms,
         "gbps": moved_bytes / (ms * 1e-3) / 1e9,
         "note": note,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "timestamp": timestamp(),
     }
 
 
@@ -106,7 +78,7 @@ def compiled_or_none(fn):
 
 def run(quick):
     repetitions = 10 if quick else 50
-    bandwidth = copy_bandwidth(repetitions)
+    bandwidth = copy_bandwidth(torch.empty(64 << 20, device="cuda"), 5, repetitions, upper=True)  # 256 MiB
     print(f"   device-to-device copy: {bandwidth / 1e9:.0f} GB/s")
     version = f"torch {torch.__version__}"
     records = []
@@ -122,7 +94,7 @@ def run(quick):
         for impl, fn in impls:
             try:
                 call = lambda: fn(scores, iterations)  # noqa: E731
-                ms = median_ms(call, 5, repetitions)
+                ms = median_ms(call, 5, repetitions, upper=True)  # the upper median, as GpuTimer takes it
                 peak = peak_bytes(call)
             except Exception as error:  # out of memory or a compile failure: record nothing for it
                 print(f"   {case} {impl}: failed ({type(error).__name__}: {error})")
@@ -146,7 +118,7 @@ def run(quick):
             scores.grad = None
             fn(scores, codes).backward()
         try:
-            ms = median_ms(step, 5, repetitions)
+            ms = median_ms(step, 5, repetitions, upper=True)
             peak = peak_bytes(step)
         except Exception as error:
             print(f"   swapped-loss {case} {impl}: failed ({type(error).__name__}: {error})")
@@ -156,28 +128,11 @@ def run(quick):
     return records
 
 
-def append(path, records):
-    existing = []
-    if os.path.exists(path):
-        with open(path) as f:
-            existing = json.load(f)
-    existing.extend(records)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(existing, f, indent=2)
-    os.replace(temporary, path)
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="JSON list to append the records to")
-    parser.add_argument("--quick", action="store_true", help="one small case, fewer repetitions")
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("sinkhorn.py needs a CUDA device")
+    args = parse_args(__doc__, quick_help="one small case, fewer repetitions")
+    require_cuda("sinkhorn.py")
     records = run(args.quick)
-    append(args.out, records)
+    append_records(args.out, records)
     print(f"   {len(records)} records appended to {args.out}")
 
 
