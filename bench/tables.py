@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Rewrites the results table in bench/README.md from bench/results/*.json (the latest record per kernel/case/impl/gpu).
 
-Each row shows the median time, the napkin-math floor and how far from it we are, and the ratio against the
-PyTorch peers measured in the same run. Plain Python, no dependencies.
+Each row shows the median time, the napkin-math floor and how far from it we are, the throughput where the record
+has one (CPU suites: images/s per core), and the ratio against ours measured in the same run: the peer's time over
+ours, or for records with a throughput ours over the peer's, so that above 1 always means ours is faster.
+CPU-only records are grouped by the host named in their file (augment-<host>.json). Plain Python, no dependencies.
 """
 import glob
 import json
@@ -17,32 +19,46 @@ begin, end = "<!-- results:begin -->", "<!-- results:end -->"
 def load():
     latest = {}
     for path in sorted(glob.glob(os.path.join(here, "results", "*.json"))):
+        host = os.path.splitext(os.path.basename(path))[0].split("-", 1)[-1]
         with open(path) as f:
             for r in json.load(f):
-                key = (r["gpu"], r["kernel"], r["case"], r["impl"])
+                device = f"{r['gpu']} ({host})" if r["gpu"] == "cpu-only" else r["gpu"]
+                key = (device, r["kernel"], r["case"], r["impl"])
                 if key not in latest or r.get("timestamp", "") >= latest[key].get("timestamp", ""):
                     latest[key] = r
     return latest
 
 
+def throughput(r):
+    return f"{r['throughput']:.0f} {r.get('throughput_unit', '/s')}" if r.get("throughput") else ""
+
+
+def ratio(r, ours):
+    """How many times faster ours is than r: by throughput when both have one (CPU time), else by median time."""
+    if not ours or ours is r:
+        return ""
+    if r.get("throughput") and ours.get("throughput"):
+        return f"{ours['throughput'] / r['throughput']:.2f}x"
+    return f"{r['median_ms'] / ours['median_ms']:.2f}x" if ours["median_ms"] > 0 else ""
+
+
 def table(latest):
     if not latest:
-        return "No benchmark has been run on a GPU yet: see \"Running\" above.\n"
+        return "No benchmark has been run yet: see \"Running\" above.\n"
     lines = []
     for gpu in sorted({k[0] for k in latest}):
         lines.append(f"### {gpu}\n")
-        lines.append("| kernel | case | impl | median ms | floor ms | x floor | peak MiB | vs ours-fused |")
-        lines.append("|---|---|---|---:|---:|---:|---:|---:|")
-        rows = sorted((k, r) for k, r in latest.items() if k[0] == gpu)
+        lines.append("| kernel | case | impl | median ms | floor ms | x floor | throughput | peak MiB | ours faster by |")
+        lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|")
+        rows = sorted(((k, r) for k, r in latest.items() if k[0] == gpu), key=lambda kr: kr[0])
         for (g, kernel, case, impl), r in rows:
             ours = latest.get((g, kernel, case, "ours-fused")) or latest.get((g, kernel, case, "ours"))
             floor = r.get("floor_ms")
-            ratio = f"{r['median_ms'] / ours['median_ms']:.2f}x" if ours and ours is not r and ours["median_ms"] > 0 else ""
+            floor_ms = "" if floor is None else f"{floor:.4f}"
+            times_floor = f"{r['median_ms'] / floor:.2f}" if floor else ""  # nested quotes need Python 3.12: keep apart
             lines.append(
-                f"| {kernel} | {case} | {impl} | {r['median_ms']:.4f} | "
-                f"{'' if floor is None else f'{floor:.4f}'} | "
-                f"{'' if not floor else f'{r['median_ms'] / floor:.2f}'} | "
-                f"{r.get('peak_bytes', 0) / 2**20:.0f} | {ratio} |")
+                f"| {kernel} | {case} | {impl} | {r['median_ms']:.4f} | {floor_ms} | {times_floor} | "
+                f"{throughput(r)} | {r.get('peak_bytes', 0) / 2**20:.0f} | {ratio(r, ours)} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 

@@ -3,13 +3,17 @@
 
   python3 bench/reference/augment.py --out bench/results/augment-<host>.json [--quick]
 
-Times the same cases as the engine's "augment" suite (32x32 views of 32x32 images, 224x224 views of 256x256
-images): RandomResizedCrop (bilinear, antialiased), RandomHorizontalFlip, RandomApply(ColorJitter(0.8, 0.8, 0.8,
-0.2), p=0.8), RandomGrayscale(0.2), RandomApply(GaussianBlur(10% of the size, odd; sigma 0.1..2), p=0.5), then
-conversion to float32 and Normalize, on uint8 CHW tensors with torch.set_num_threads(1). It uses
-torchvision.transforms.v2 when present ("torchvision-v2"), else the v1 transforms on tensors ("torchvision-v1"),
-and also the classic PIL-image pipeline when Pillow is installed ("torchvision-pil"). Throughput is views per
-second of the thread's CPU time (time.thread_time, as the engine measures), median_ms the wall time per view.
+Times the same cases as the engine's "augment" suite, from uint8 HWC images to normalised float32 CHW views, with
+torch.set_num_threads(1):
+  augment-32:  SimCLR's CIFAR recipe, 32x32 views of 32x32 images: RandomResizedCrop (bilinear, antialiased),
+               RandomHorizontalFlip, RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), p=0.8), RandomGrayscale(0.2),
+               no blur (SimCLR drops it on CIFAR), then conversion to float32 and Normalize;
+  augment-224: SimCLR's ImageNet recipe, 224x224 views of 256x256 images: the same with ColorJitter(0.8, 0.8, 0.8,
+               0.2) and RandomApply(GaussianBlur(23, sigma 0.1..2), p=0.5) after the grayscale step.
+The tensor pipeline (HWC -> CHW permute inside the timed loop) uses torchvision.transforms.v2 when it is there
+("torchvision-v2", torchvision >= 0.16), else the v1 transforms on tensors ("torchvision-v1"); the classic PIL-image
+pipeline ("torchvision-pil", PIL images in, ToTensor out) runs too when Pillow is installed. Throughput is views
+per second of the thread's CPU time (time.thread_time, as the engine measures), median_ms the wall time per view.
 Appends records with the engine's field names; needs no GPU and no network.
 """
 import argparse
@@ -18,16 +22,21 @@ import json
 import os
 import platform
 import time
+import warnings
 
 import torch
+import torchvision
+import torchvision.transforms as T1
 
 try:
-    import torchvision.transforms.v2 as T
+    with warnings.catch_warnings():  # 0.15 announces v2 as a beta
+        warnings.simplefilter("ignore")
+        import torchvision.transforms.v2 as T
+    T.ToDtype(torch.float32, scale=True)  # scale= arrived in 0.16; 0.15's v2 is too different to time
     IMPL = "torchvision-v2"
-except ImportError:  # torchvision < 0.15
-    import torchvision.transforms as T
+except (ImportError, TypeError):
+    T = T1
     IMPL = "torchvision-v1"
-import torchvision.transforms as T1
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 
@@ -37,29 +46,28 @@ def blur_kernel(size):
     return k + 1 if k % 2 == 0 else k
 
 
-def simclr(size, tensor_api):
-    to_float = [T.ToDtype(torch.float32, scale=True)] if IMPL == "torchvision-v2" else [T.ConvertImageDtype(torch.float32)]
-    return T.Compose([
-        T.RandomResizedCrop(size, antialias=True),
-        T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
-        T.RandomGrayscale(p=0.2),
-        T.RandomApply([T.GaussianBlur(blur_kernel(size), sigma=(0.1, 2.0))], p=0.5),
-        *to_float,
-        T.Normalize(MEAN, STD),
-    ])
+def recipe(api, size, strength, blur):
+    """SimCLR's steps in torchvision's order: colour strength s, blur only for ImageNet-size views."""
+    steps = [
+        api.RandomResizedCrop(size, antialias=True),  # PIL always antialiases; tensors need asking before 0.17
+        api.RandomHorizontalFlip(),
+        api.RandomApply([api.ColorJitter(0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength)], p=0.8),
+        api.RandomGrayscale(p=0.2),
+    ]
+    if blur:
+        steps.append(api.RandomApply([api.GaussianBlur(blur_kernel(size), sigma=(0.1, 2.0))], p=0.5))
+    return steps
 
 
-def simclr_pil(size):
-    return T1.Compose([
-        T1.RandomResizedCrop(size),
-        T1.RandomHorizontalFlip(),
-        T1.RandomApply([T1.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
-        T1.RandomGrayscale(p=0.2),
-        T1.RandomApply([T1.GaussianBlur(blur_kernel(size), sigma=(0.1, 2.0))], p=0.5),
-        T1.ToTensor(),
-        T1.Normalize(MEAN, STD),
-    ])
+def simclr(size, strength, blur):
+    """uint8 HWC tensor in, normalised float32 CHW tensor out."""
+    to_float = T.ToDtype(torch.float32, scale=True) if IMPL == "torchvision-v2" else T.ConvertImageDtype(torch.float32)
+    pipeline = T.Compose([*recipe(T, size, strength, blur), to_float, T.Normalize(MEAN, STD)])
+    return lambda hwc: pipeline(hwc.permute(2, 0, 1))
+
+
+def simclr_pil(size, strength, blur):
+    return T1.Compose([*recipe(T1, size, strength, blur), T1.ToTensor(), T1.Normalize(MEAN, STD)])
 
 
 def measure(transform, images, repeats):
@@ -88,24 +96,29 @@ def main():
     torch.manual_seed(0)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu-only"
     repeats = 3 if args.quick else 7
-    cases = [("augment-32", 32, 32, 256 if args.quick else 2048), ("augment-224", 256, 224, 16 if args.quick else 128)]
+    # kernel, recipe, image side, view side, colour strength, blur, images: the same as AugmentBench.cs.
+    cases = [
+        ("augment-32", "simclr-cifar", 32, 32, 0.5, False, 256 if args.quick else 2048),
+        ("augment-224", "simclr", 256, 224, 1.0, True, 16 if args.quick else 128),
+    ]
     records = []
-    for kernel, image_size, view_size, count in cases:
+    for kernel, name, image_size, view_size, strength, blur, count in cases:
         # Smooth random images (upsampled noise) rather than white noise: the cost does not depend on content.
         low = torch.randint(0, 256, (count, 3, image_size // 4, image_size // 4), dtype=torch.uint8)
-        images = torch.nn.functional.interpolate(low.float(), size=(image_size, image_size), mode="bilinear").round().clamp(0, 255).to(torch.uint8)
-        pipelines = [(IMPL, simclr(view_size, True), list(images))]
+        chw = torch.nn.functional.interpolate(low.float(), size=(image_size, image_size), mode="bilinear").round().clamp(0, 255).to(torch.uint8)
+        hwc = [img.permute(1, 2, 0).contiguous() for img in chw]
+        pipelines = [(IMPL, simclr(view_size, strength, blur), hwc)]
         try:
             from PIL import Image
-            pil = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in images]
-            pipelines.append(("torchvision-pil", simclr_pil(view_size), pil))
+            pil = [Image.fromarray(img.numpy()) for img in hwc]
+            pipelines.append(("torchvision-pil", simclr_pil(view_size, strength, blur), pil))
         except ImportError:
             pass
         for impl, transform, inputs in pipelines:
             ms, per_core = measure(transform, inputs, repeats)
             record = {
                 "kernel": kernel,
-                "case": f"simclr {image_size}->{view_size} 1 thread",
+                "case": f"{name} {image_size}->{view_size} 1 thread",
                 "impl": impl,
                 "median_ms": ms,
                 "peak_bytes": 0,
@@ -113,7 +126,7 @@ def main():
                 "throughput": per_core,
                 "throughput_unit": "images/s/core",
                 "note": f"one image = one SimCLR view normalised to float32 CHW; per thread CPU second ({1e3 / ms:.0f} per wall second); "
-                        f"torch {torch.__version__}; {os.cpu_count()} cores on {platform.node()}",
+                        f"torch {torch.__version__}, torchvision {torchvision.__version__}; {os.cpu_count()} cores on {platform.node()}",
                 "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             }
             records.append(record)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The augmentation benchmark and its torchvision peer back to back on this CPU, into the same
+# bench/results/augment-<host>.json, so that the per-core ratio is measured in one run:
+#   bash bench/run-augment.sh [--quick]
+# Needs the .NET SDK and a Python with torch + torchvision ($PYTHON; on Debian /usr/bin/python3 has them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=${1:-}
+python=${PYTHON:-python3}
+"$python" -c 'import torchvision' 2>/dev/null || python=/usr/bin/python3
+host=$("$python" -c 'import re,socket; print("-".join(p for p in re.split(r"[ /()_]+", socket.gethostname().lower()) if p))')
+
+echo "== engine: augment ($(nproc) cores on $host)"
+dotnet run -c Release --project bench/NativeContrast.Bench -- augment --results bench/results $quick
+echo "== torchvision: augment ($python)"
+"$python" bench/reference/augment.py --out "bench/results/augment-$host.json" $quick
+python3 bench/tables.py
