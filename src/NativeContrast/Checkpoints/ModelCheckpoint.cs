@@ -7,8 +7,8 @@ public sealed record ModelSaveOptions
     public TensorScope Scope { get; init; } = TensorScope.All;
 
     /// <summary>
-    /// Written as every BatchNorm's <c>num_batches_tracked</c> (PyTorch counts train-mode forwards; it only
-    /// matters for momentum=None). Pass the number of training steps taken.
+    /// Written as the <c>num_batches_tracked</c> of every BatchNorm that keeps no counter in the arena (PyTorch counts
+    /// train-mode forwards; it only matters for momentum=None). Pass the number of training steps taken.
     /// </summary>
     public long BatchNormSteps { get; init; }
 
@@ -39,9 +39,10 @@ public sealed record CheckpointLoadReport(
 /// <summary>
 /// A model's weights and buffers as a safetensors file under PyTorch's names ("conv1.weight",
 /// "layer1.0.bn1.running_mean", ...), which <c>model.load_state_dict(file_tensors, strict=True)</c> accepts for
-/// the matching torchvision module: every BatchNorm (found by its "running_mean" buffer) also gets the int64
-/// scalar "num_batches_tracked" PyTorch expects. Loading accepts F32/F16/BF16/F64 files (PyTorch exports),
-/// ignores num_batches_tracked, checks every shape and dtype before writing anything into the arena, and
+/// the matching torchvision module: every BatchNorm (found by its "running_mean" buffer) gets exactly one int64
+/// scalar "num_batches_tracked", as PyTorch expects (the arena's float counter converted, when it keeps one).
+/// Loading accepts F32/F16/BF16/F64 files (PyTorch exports), loads int64 counters into the arena's float ones
+/// and ignores them for BatchNorms without one, checks every shape and dtype before writing anything into the arena, and
 /// reports missing and unexpected tensors (strict mode throws, naming the file and the tensors).
 /// Metadata: "format" = "pt" (the safetensors convention for PyTorch files), "nativecontrast.kind" = "model",
 /// "nativecontrast.version" = "1", plus <see cref="ModelSaveOptions.Metadata"/>.
