@@ -29,6 +29,20 @@ for ref in bench/reference/*.py; do
   python3 "$ref" --out "$out" $quick || status=1
 done
 
+# torchvision_roundtrip: the engine's ResNets, trained a few steps on this GPU, must load into torchvision strictly
+# and match its eval-mode outputs (fp32, and the engine's default tf32). The records (not benchmarks, so not under
+# bench/results where tables.py reads) go to DIR/torchvision_roundtrip.json beside the exported files.
+cli_dll=.device/app/NativeContrast.Cli/NativeContrast.Cli.dll
+[ -f "$cli_dll" ] || cli_dll=src/NativeContrast.Cli/bin/Release/net10.0/NativeContrast.Cli.dll
+roundtrip_root=${OUT:-/tmp}/torchvision_roundtrip
+for case in "resnet18 cifar fp32" "resnet50 imagenet fp32" "resnet50 imagenet tf32"; do
+  read -r arch stem precision <<<"$case"
+  dir="$roundtrip_root/$arch-$stem-$precision"
+  echo "== torchvision_roundtrip: $arch ($stem stem, $precision)"
+  dotnet "$cli_dll" export-torchvision --arch "$arch" --stem "$stem" --precision "$precision" --device cuda --out "$dir" \
+    && python3 bench/reference/torchvision_roundtrip.py --dir "$dir" --device cuda || status=1
+done
+
 python3 bench/tables.py || status=1
 if [ -n "${OUT:-}" ]; then
   cp bench/results/*.json bench/README.md "$OUT"/ 2>/dev/null

@@ -40,5 +40,6 @@ public static class Program
         {
             InfoCommand.Create(),
             PreviewCommand.Create(),
+            ExportTorchvisionCommand.Create(),
         };
 }

@@ -7,8 +7,8 @@ public sealed record ModelSaveOptions
     public TensorScope Scope { get; init; } = TensorScope.All;
 
     /// <summary>
-    /// Written as every BatchNorm's <c>num_batches_tracked</c> (PyTorch counts train-mode forwards; it only
-    /// matters for momentum=None). Pass the number of training steps taken.
+    /// Written as the <c>num_batches_tracked</c> of every BatchNorm that keeps no counter in the arena (PyTorch counts
+    /// train-mode forwards; it only matters for momentum=None). Pass the number of training steps taken.
     /// </summary>
     public long BatchNormSteps { get; init; }
 
@@ -39,9 +39,10 @@ public sealed record CheckpointLoadReport(
 /// <summary>
 /// A model's weights and buffers as a safetensors file under PyTorch's names ("conv1.weight",
 /// "layer1.0.bn1.running_mean", ...), which <c>model.load_state_dict(file_tensors, strict=True)</c> accepts for
-/// the matching torchvision module: every BatchNorm (found by its "running_mean" buffer) also gets the int64
-/// scalar "num_batches_tracked" PyTorch expects. Loading accepts F32/F16/BF16/F64 files (PyTorch exports),
-/// ignores num_batches_tracked, checks every shape and dtype before writing anything into the arena, and
+/// the matching torchvision module: every BatchNorm (found by its "running_mean" buffer) gets exactly one int64
+/// scalar "num_batches_tracked", as PyTorch expects (the arena's float counter converted, when it keeps one).
+/// Loading accepts F32/F16/BF16/F64 files (PyTorch exports), loads int64 counters into the arena's float ones
+/// and ignores them for BatchNorms without one, checks every shape and dtype before writing anything into the arena, and
 /// reports missing and unexpected tensors (strict mode throws, naming the file and the tensors).
 /// Metadata: "format" = "pt" (the safetensors convention for PyTorch files), "nativecontrast.kind" = "model",
 /// "nativecontrast.version" = "1", plus <see cref="ModelSaveOptions.Metadata"/>.
@@ -89,7 +90,7 @@ public static class ModelCheckpoint
             ThrowUnlessComplete(file.FilePath, plan, $"strict load (scope {options.Scope})");
         }
         Apply(file, arena, plan);
-        return new CheckpointLoadReport(file.FilePath, [.. plan.Copies.Select(c => c.View.Name)], plan.Missing, plan.Unexpected, plan.Ignored, file.Metadata);
+        return new CheckpointLoadReport(file.FilePath, [.. plan.Copies.Concat(plan.Counters).Select(c => c.View.Name)], plan.Missing, plan.Unexpected, plan.Ignored, file.Metadata);
     }
 
     /// <summary>The BatchNorm prefixes of an arena: "bn1" for a buffer "bn1.running_mean".</summary>
@@ -109,12 +110,26 @@ public static class ModelCheckpoint
         }
     }
 
-    /// <summary>Every view the scope covers, in declaration order, plus num_batches_tracked for each BatchNorm.</summary>
+    /// <summary>
+    /// Every view the scope covers, in declaration order, plus num_batches_tracked for each BatchNorm, always as
+    /// PyTorch's I64 scalar: an arena that keeps the counter as a float buffer (the engine's BatchNorm does) gets it
+    /// converted, so the file has exactly one num_batches_tracked per BatchNorm whichever way the arena keeps it.
+    /// Counters in the arena are read now (one element each); the other counters are <paramref name="batchNormSteps"/>.
+    /// </summary>
     internal static void AddModel(SafetensorsWriter writer, ParameterArena arena, TensorScope scope, long batchNormSteps)
     {
+        Span<float> counter = stackalloc float[1];
         foreach (var view in arena.Views.Where(v => scope.Covers(v.Name)))
         {
-            writer.Add(scope.ToFileName(view.Name), arena.Backend, arena.Value(view));
+            if (IsBatchNormCounter(arena, view))
+            {
+                arena.Backend.CopyToHost(arena.Value(view), counter);
+                writer.AddInt64(scope.ToFileName(view.Name), new TensorShape(), new[] { CounterToInt64(view, counter[0]) });
+            }
+            else
+            {
+                writer.Add(scope.ToFileName(view.Name), arena.Backend, arena.Value(view));
+            }
         }
         foreach (var prefix in BatchNormPrefixes(arena))
         {
@@ -126,6 +141,18 @@ public static class ModelCheckpoint
         }
     }
 
+    /// <summary>A one-element buffer "&lt;bn&gt;.num_batches_tracked" beside "&lt;bn&gt;.running_mean": a BatchNorm's counter kept in the arena.</summary>
+    public static bool IsBatchNormCounter(ParameterArena arena, ParameterView view) =>
+        view.Kind == ParameterKind.Buffer
+        && view.Shape.Length == 1
+        && view.Name.EndsWith(NumBatchesTrackedSuffix, StringComparison.Ordinal)
+        && arena.Contains(view.Name[..^NumBatchesTrackedSuffix.Length] + RunningMeanSuffix);
+
+    private static long CounterToInt64(ParameterView view, float value) =>
+        float.IsFinite(value) && value >= 0f && value == MathF.Floor(value)
+            ? (long)value
+            : throw new InvalidOperationException($"'{view.Name}' holds {value}, not a batch count (a non-negative integer)");
+
     /// <summary>
     /// Matches the file's tensors to the arena's views and checks dtypes and shapes, touching no data:
     /// a load either fails here or writes every matched tensor.
@@ -133,6 +160,7 @@ public static class ModelCheckpoint
     internal static LoadPlan Plan(SafetensorsFile file, ParameterArena arena, TensorScope scope, Func<string, bool> ignore)
     {
         var copies = new List<(SafetensorsTensorInfo Info, ParameterView View)>();
+        var counters = new List<(SafetensorsTensorInfo Info, ParameterView View)>();
         var unexpected = new List<string>();
         var ignored = new List<string>();
         var matched = new HashSet<string>();
@@ -142,6 +170,15 @@ public static class ModelCheckpoint
             if (arenaName is null || ignore(info.Name))
             {
                 ignored.Add(info.Name);
+            }
+            else if (arena.Contains(arenaName) && info.DType == SafetensorsDType.I64 && IsBatchNormCounter(arena, arena[arenaName]))
+            {
+                if (!info.HasShape(arena[arenaName].Shape))
+                {
+                    throw new CheckpointException(file.FilePath, info.Name, $"wrong shape: the counter '{arenaName}' is {arena[arenaName].Shape}, the file has {info.ShapeText}");
+                }
+                counters.Add((info, arena[arenaName]));
+                matched.Add(arenaName);
             }
             else if (arena.Contains(arenaName))
             {
@@ -161,7 +198,7 @@ public static class ModelCheckpoint
             }
         }
         var missing = arena.Views.Where(v => scope.Covers(v.Name) && !matched.Contains(v.Name)).Select(v => v.Name).ToList();
-        return new LoadPlan(copies, missing, unexpected, ignored);
+        return new LoadPlan(copies, counters, missing, unexpected, ignored);
     }
 
     internal static void ThrowUnlessComplete(string path, LoadPlan plan, string what)
@@ -189,6 +226,11 @@ public static class ModelCheckpoint
         {
             file.ReadInto(info.Name, arena.Backend, arena.Value(view));
         }
+        foreach (var (info, view) in plan.Counters)
+        {
+            // Exact up to 2^24 batches, the float counter's range (see BatchNorm).
+            arena.Backend.CopyFromHost(new[] { (float)file.ReadInt64(info.Name)[0] }, arena.Value(view));
+        }
     }
 
     private static string List(IReadOnlyList<string> names) =>
@@ -196,6 +238,7 @@ public static class ModelCheckpoint
 
     internal sealed record LoadPlan(
         List<(SafetensorsTensorInfo Info, ParameterView View)> Copies,
+        List<(SafetensorsTensorInfo Info, ParameterView View)> Counters,
         List<string> Missing,
         List<string> Unexpected,
         List<string> Ignored);
