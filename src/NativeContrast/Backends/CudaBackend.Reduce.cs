@@ -55,10 +55,7 @@ public sealed partial class CudaBackend
         {
             return;
         }
-        var (grid, threads, group) = RowLaunch(rows, cols);
-        void** args = stackalloc void*[] { &px, &pr, &rows, &cols, &group };
-        Context.MakeCurrent();
-        Kernel("nc_reduce_sum_rows").Launch(grid, threads, 0, Stream, args);
+        LaunchRowKernel("nc_reduce_sum_rows", px, pr, rows, cols);
     }
 
     public unsafe void SumColumns(Tensor x, Tensor result)
@@ -95,6 +92,15 @@ public sealed partial class CudaBackend
     /// Launch shape of the row kernels (reduce, softmax, normalize): a warp per row for narrow rows (8 rows per
     /// 256-thread block), a 512-thread block per row for wide ones. The group size tells the kernel which.
     /// </summary>
+    /// <summary>Launches a row kernel of the (input, output, rows, cols, group) form, sized by <see cref="RowLaunch"/>.</summary>
+    private unsafe void LaunchRowKernel(string kernel, ulong input, ulong output, long rows, long cols)
+    {
+        var (grid, threads, group) = RowLaunch(rows, cols);
+        void** args = stackalloc void*[] { &input, &output, &rows, &cols, &group };
+        Context.MakeCurrent();
+        Kernel(kernel).Launch(grid, threads, 0, Stream, args);
+    }
+
     internal static (uint Grid, int Threads, int Group) RowLaunch(long rows, long cols)
     {
         const int warpRowLimit = 1024;

@@ -15,10 +15,7 @@ public sealed partial class CudaBackend
         {
             return;
         }
-        var (grid, threads, group) = RowLaunch(rows, cols);
-        void** args = stackalloc void*[] { &px, &py, &rows, &cols, &group };
-        Context.MakeCurrent();
-        Kernel("nc_softmax_rows").Launch(grid, threads, 0, Stream, args);
+        LaunchRowKernel("nc_softmax_rows", px, py, rows, cols);
     }
 
     public unsafe void LogSumExpRows(Tensor x, Tensor result)
@@ -30,9 +27,6 @@ public sealed partial class CudaBackend
         {
             return;
         }
-        var (grid, threads, group) = RowLaunch(rows, cols);
-        void** args = stackalloc void*[] { &px, &pr, &rows, &cols, &group };
-        Context.MakeCurrent();
-        Kernel("nc_softmax_logsumexp_rows").Launch(grid, threads, 0, Stream, args);
+        LaunchRowKernel("nc_softmax_logsumexp_rows", px, pr, rows, cols);
     }
 }
