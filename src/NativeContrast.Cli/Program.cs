@@ -41,5 +41,6 @@ public static class Program
             InfoCommand.Create(),
             PreviewCommand.Create(),
             ExportTorchvisionCommand.Create(),
+            TrainCommand.Create(),
         };
 }

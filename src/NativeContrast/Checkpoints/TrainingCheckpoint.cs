@@ -54,11 +54,15 @@ public static class TrainingCheckpoint
     public const string StateKey = "nativecontrast.training";
     public const string OptimizerPrefix = "optimizer.";
 
+    /// <summary>Prefix of the buffers a method owns besides the arena (a queue of keys, its write position).</summary>
+    public const string MethodStatePrefix = "method.";
+
     private static readonly JsonWriterOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     public static string StateName(int slot, string parameterName) => $"{OptimizerPrefix}state{slot}.{parameterName}";
 
-    public static void Save(string path, ParameterArena arena, TrainingState state, IReadOnlyDictionary<string, string>? metadata = null)
+    /// <param name="methodState">Buffers outside the arena (queues and their positions), stored as "method.{name}".</param>
+    public static void Save(string path, ParameterArena arena, TrainingState state, IReadOnlyDictionary<string, string>? metadata = null, IReadOnlyList<(string Name, Tensor Tensor)>? methodState = null)
     {
         ArgumentNullException.ThrowIfNull(arena);
         ArgumentNullException.ThrowIfNull(state);
@@ -76,6 +80,10 @@ public static class TrainingCheckpoint
                 writer.Add(StateName(slot, view.Name), arena.Backend, arena.State(slot, view));
             }
         }
+        foreach (var (name, tensor) in methodState ?? [])
+        {
+            writer.Add(MethodStatePrefix + name, arena.Backend, tensor);
+        }
         writer.Save(path);
     }
 
@@ -83,7 +91,7 @@ public static class TrainingCheckpoint
     /// Restores values, buffers and optimiser state into <paramref name="arena"/> and returns the scalar state.
     /// The arena must have the checkpoint's parameters (names and shapes) and its number of optimiser slots.
     /// </summary>
-    public static TrainingState Load(string path, ParameterArena arena)
+    public static TrainingState Load(string path, ParameterArena arena, IReadOnlyList<(string Name, Tensor Tensor)>? methodState = null)
     {
         ArgumentNullException.ThrowIfNull(arena);
         using var file = SafetensorsFile.Open(path);
@@ -92,12 +100,17 @@ public static class TrainingCheckpoint
         {
             throw new CheckpointException(file.FilePath, null, $"optimiser state mismatch: the file has {slots} state slots per parameter, the arena has {arena.StateSlots}");
         }
-        var model = ModelCheckpoint.Plan(file, arena, TensorScope.All, name => name.StartsWith(OptimizerPrefix, StringComparison.Ordinal));
+        var model = ModelCheckpoint.Plan(file, arena, TensorScope.All, name => name.StartsWith(OptimizerPrefix, StringComparison.Ordinal) || name.StartsWith(MethodStatePrefix, StringComparison.Ordinal));
         var optimizer = PlanOptimizerState(file, arena);
+        var expectedState = (methodState ?? []).ToDictionary(s => MethodStatePrefix + s.Name, s => s.Tensor);
+        foreach (var (name, tensor) in expectedState.Where(s => file.Contains(s.Key)))
+        {
+            file.CheckLoadable(name, tensor.Shape, name);
+        }
         var plan = model with
         {
-            Unexpected = [.. model.Unexpected, .. optimizer.Unexpected],
-            Missing = [.. model.Missing, .. optimizer.Missing],
+            Unexpected = [.. model.Unexpected, .. optimizer.Unexpected, .. file.Tensors.Select(t => t.Name).Where(n => n.StartsWith(MethodStatePrefix, StringComparison.Ordinal) && !expectedState.ContainsKey(n))],
+            Missing = [.. model.Missing, .. optimizer.Missing, .. expectedState.Keys.Where(n => !file.Contains(n))],
         };
         ModelCheckpoint.ThrowUnlessComplete(file.FilePath, plan, "resume");
 
@@ -109,6 +122,10 @@ public static class TrainingCheckpoint
         foreach (var (name, slot, view) in optimizer.Copies)
         {
             file.ReadInto(name, backend, arena.State(slot, view));
+        }
+        foreach (var (name, tensor) in expectedState)
+        {
+            file.ReadInto(name, backend, tensor);
         }
         return state;
     }

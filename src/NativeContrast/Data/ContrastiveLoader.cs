@@ -50,7 +50,7 @@ public sealed record LoaderStats(long Images, long Views, double WallSeconds, do
 }
 
 /// <summary>
-/// One batch of augmented views, float32 NCHW per view, normalised. It lives in one of the loader's buffers and is
+/// One batch of augmented views, float32 NHWC per view ([Count, S, S, C], the layout the models read), normalised. It lives in one of the loader's buffers and is
 /// valid until the enumeration moves to the next batch.
 /// </summary>
 public sealed class ViewBatch
@@ -80,35 +80,66 @@ public sealed class ViewBatch
     /// <summary>The label of each sample (-1 when unlabelled).</summary>
     public ReadOnlySpan<int> Labels => _slot.Labels.AsSpan(0, Count);
 
-    /// <summary>[Count, C, S, S] of view <paramref name="view"/>.</summary>
+    /// <summary>[Count, S, S, C] of view <paramref name="view"/>.</summary>
     public TensorShape ViewShape(int view) => _loader.ViewShape(view, Count);
 
-    /// <summary>The host floats of view <paramref name="view"/>, Count x C x S x S.</summary>
+    /// <summary>The host floats of view <paramref name="view"/>, Count x S x S x C.</summary>
     public ReadOnlySpan<float> View(int view) => _slot.Span.Slice((int)_loader.ViewOffset(view), (int)ViewShape(view).Length);
 
     /// <summary>
     /// Copies view <paramref name="view"/> into the first Count rows of <paramref name="destination"/> (a
-    /// [BatchSize or Count, C, S, S] tensor of <paramref name="backend"/>). From pinned buffers to a
+    /// [BatchSize or Count, S, S, C] tensor of <paramref name="backend"/>). From pinned buffers to a
     /// <see cref="CudaBackend"/> the copy is asynchronous on its stream, and the loader does not reuse the buffer
     /// before the copy has finished.
     /// </summary>
-    public void CopyTo(IBackend backend, int view, Tensor destination)
+    public void CopyTo(IBackend backend, int view, Tensor destination) => CopyTo(backend, view, 1, destination);
+
+    /// <summary>
+    /// Copies views [<paramref name="firstView"/>, + <paramref name="viewCount"/>), which must share one size, one after
+    /// the other into <paramref name="destination"/>: [viewCount · Count, S, S, C] (or viewCount · BatchSize rows, of
+    /// which the first viewCount · Count are written). A method forwards them as one batch, e.g. SimCLR's 2N images.
+    /// </summary>
+    public void CopyTo(IBackend backend, int firstView, int viewCount, Tensor destination)
     {
-        var shape = ViewShape(view);
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(destination);
+        if (firstView < 0 || viewCount < 1 || firstView + viewCount > ViewCount)
+        {
+            throw new ArgumentOutOfRangeException(nameof(viewCount), $"views [{firstView}, {firstView + viewCount}) are outside the batch's {ViewCount}");
+        }
+        var shape = ViewShape(firstView);
+        for (var v = firstView + 1; v < firstView + viewCount; v++)
+        {
+            if (ViewShape(v) != shape)
+            {
+                throw new ArgumentException($"view {v} is {ViewShape(v)}, view {firstView} is {shape}: only views of one size go into one tensor", nameof(viewCount));
+            }
+        }
         var perSample = shape.Length / Math.Max(1, Count);
-        if (destination.Length != shape.Length && destination.Length != perSample * _loader.Options.BatchSize)
+        if (destination.Length != viewCount * shape.Length && destination.Length != viewCount * perSample * _loader.Options.BatchSize)
         {
-            throw new ArgumentException($"{destination.Describe()} does not hold view {view} of a batch ({shape}, batch size {_loader.Options.BatchSize})", nameof(destination));
+            throw new ArgumentException($"{destination.Describe()} does not hold {viewCount} view(s) of {shape} (batch size {_loader.Options.BatchSize})", nameof(destination));
         }
-        var target = destination.Length == shape.Length ? destination : destination.View(0, shape);
-        if (backend is CudaBackend cuda && _slot.Pinned is { } pinned)
+        if (destination.Layout == ImageLayout.Nchw)
         {
-            cuda.CopyFromPinnedAsync(pinned, _loader.ViewOffset(view), target);
-            _slot.RecordCopy(cuda);
+            throw new ArgumentException($"{destination.Describe()} is tagged NCHW; the loader writes NHWC views", nameof(destination));
         }
-        else
+        // A full batch's views lie back to back in the buffer (one copy); a partial batch's views start a full view apart.
+        var contiguous = Count == _loader.Options.BatchSize || viewCount == 1;
+        for (var v = 0; v < (contiguous ? 1 : viewCount); v++)
         {
-            backend.CopyFromHost(View(view), target);
+            var length = contiguous ? viewCount * shape.Length : shape.Length;
+            var target = destination.View(v * shape.Length, new TensorShape(checked((int)length)));
+            var source = _loader.ViewOffset(firstView + v);
+            if (backend is CudaBackend cuda && _slot.Pinned is { } pinned)
+            {
+                cuda.CopyFromPinnedAsync(pinned, source, target);
+                _slot.RecordCopy(cuda);
+            }
+            else
+            {
+                backend.CopyFromHost(_slot.Span.Slice((int)source, (int)length), target);
+            }
         }
     }
 }
@@ -188,16 +219,16 @@ public sealed class ContrastiveLoader : IDisposable
 
     public LoaderStats Stats => new(_images, _views, _wallSeconds, _waitSeconds, _busySeconds, Options.Workers);
 
-    /// <summary>[batch, C, S, S] of view <paramref name="view"/>.</summary>
+    /// <summary>[batch, S, S, C] of view <paramref name="view"/> (NHWC, what the models read).</summary>
     public TensorShape ViewShape(int view, int batch)
     {
         var size = Preset.Views[view].Size;
-        return new TensorShape(batch, _dataset.Shape.Channels, size, size);
+        return new TensorShape(batch, size, size, _dataset.Shape.Channels);
     }
 
-    /// <summary>One tensor per view, [BatchSize, C, S, S], on <paramref name="backend"/>; the caller disposes them.</summary>
+    /// <summary>One tensor per view, [BatchSize, S, S, C] tagged NHWC, on <paramref name="backend"/>; the caller disposes them.</summary>
     public Tensor[] AllocateViews(IBackend backend) =>
-        [.. Enumerable.Range(0, Preset.ViewCount).Select(v => backend.Allocate(ViewShape(v, Options.BatchSize), $"view{v}"))];
+        [.. Enumerable.Range(0, Preset.ViewCount).Select(v => backend.AllocateImages(ViewShape(v, Options.BatchSize), $"view{v}"))];
 
     internal long ViewOffset(int view) => _viewOffsets[view];
 
@@ -221,25 +252,30 @@ public sealed class ContrastiveLoader : IDisposable
         return order;
     }
 
-    /// <summary>The batches of epoch <paramref name="epoch"/>; each is valid until the next one is requested.</summary>
-    public IEnumerable<ViewBatch> Epoch(int epoch)
+    /// <summary>
+    /// The batches of epoch <paramref name="epoch"/> from batch <paramref name="firstBatch"/> on (a resumed run skips
+    /// those it consumed: a batch depends only on the seed, the epoch and its number); each is valid until the next
+    /// one is requested.
+    /// </summary>
+    public IEnumerable<ViewBatch> Epoch(int epoch, int firstBatch = 0)
     {
         if (_running)
         {
             throw new InvalidOperationException("an epoch of this loader is already being enumerated");
         }
-        return Run(epoch);
+        ArgumentOutOfRangeException.ThrowIfNegative(firstBatch);
+        return Run(epoch, firstBatch);
     }
 
-    private IEnumerable<ViewBatch> Run(int epoch)
+    private IEnumerable<ViewBatch> Run(int epoch, int firstBatch)
     {
         _running = true;
-        var run = new EpochRun(this, epoch, EpochOrder(epoch));
+        var run = new EpochRun(this, epoch, EpochOrder(epoch), firstBatch);
         var clock = Stopwatch.StartNew();
         try
         {
             run.Start();
-            for (var b = 0; b < run.Batches; b++)
+            for (var b = firstBatch; b < run.Batches; b++)
             {
                 var waitStart = Stopwatch.GetTimestamp();
                 var batch = run.WaitFor(b);
@@ -268,7 +304,7 @@ public sealed class ContrastiveLoader : IDisposable
     }
 
     /// <summary>One epoch's workers and the hand-over of batch buffers between them and the consumer.</summary>
-    private sealed class EpochRun(ContrastiveLoader loader, int epoch, int[] order)
+    private sealed class EpochRun(ContrastiveLoader loader, int epoch, int[] order, int firstBatch)
     {
         private readonly object _gate = new();
         private readonly int _chunksPerBatch = (loader.Options.BatchSize + loader.Options.ChunkSize - 1) / loader.Options.ChunkSize;
@@ -276,8 +312,8 @@ public sealed class ContrastiveLoader : IDisposable
         private readonly int[] _remaining = new int[loader._slots.Length];
         private readonly int[] _ready = [.. Enumerable.Repeat(-1, loader._slots.Length)];
         private Thread[] _threads = [];
-        private long _nextChunk;
-        private int _released;
+        private long _nextChunk = (long)firstBatch * ((loader.Options.BatchSize + loader.Options.ChunkSize - 1) / loader.Options.ChunkSize);
+        private int _released = firstBatch;
         private long _busyTicks;
         private bool _stop;
         private Exception? _failure;
@@ -352,6 +388,7 @@ public sealed class ContrastiveLoader : IDisposable
         private void Work()
         {
             var augmenter = new ViewAugmenter();
+            var planes = new float[loader.Preset.Views.Max(v => v.Size * v.Size) * loader._dataset.Shape.Channels];
             var busy = 0L;
             try
             {
@@ -382,7 +419,7 @@ public sealed class ContrastiveLoader : IDisposable
                     var first = (int)(chunk % _chunksPerBatch) * loader.Options.ChunkSize;
                     for (var row = first; row < Math.Min(rows, first + loader.Options.ChunkSize); row++)
                     {
-                        Fill(slot, row, order[(batch * loader.Options.BatchSize) + row], augmenter);
+                        Fill(slot, row, order[(batch * loader.Options.BatchSize) + row], augmenter, planes);
                     }
                     busy += Stopwatch.GetTimestamp() - start;
                     if (Interlocked.Decrement(ref _remaining[slotIndex]) == 0)
@@ -406,8 +443,8 @@ public sealed class ContrastiveLoader : IDisposable
             Interlocked.Add(ref _busyTicks, busy);
         }
 
-        /// <summary>Augments sample <paramref name="index"/>'s views straight into their rows of the batch buffer and normalises them there.</summary>
-        private void Fill(BatchSlot slot, int row, int index, ViewAugmenter augmenter)
+        /// <summary>Augments sample <paramref name="index"/>'s views (as channel planes), normalises them and interleaves them into their NHWC rows of the batch buffer.</summary>
+        private void Fill(BatchSlot slot, int row, int index, ViewAugmenter augmenter, float[] scratch)
         {
             var dataset = loader._dataset;
             var shape = dataset.Shape;
@@ -422,10 +459,11 @@ public sealed class ContrastiveLoader : IDisposable
                     var recipe = loader.Preset.Views[v];
                     var length = shape.Channels * recipe.Size * recipe.Size;
                     // A partial last batch packs its rows like a full one: view v's rows start at the same offset.
-                    var planes = span.Slice((int)loader._viewOffsets[v] + (row * length), length);
+                    var planes = scratch.AsSpan(0, length);
                     var rng = SampleRandom.ForView(loader.Options.Seed, epoch, index, v);
                     augmenter.Augment(image, shape, recipe, ref rng, planes);
                     ImageOps.Normalize(planes, loader._normalization);
+                    ImageOps.PlanesToInterleaved(planes, shape.Channels, span.Slice((int)loader._viewOffsets[v] + (row * length), length));
                 }
             }
             catch (Exception e)

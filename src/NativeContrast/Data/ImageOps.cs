@@ -458,6 +458,42 @@ public static class ImageOps
         }
     }
 
+    /// <summary>Channel planes C x H x W to interleaved H x W x C (the NHWC rows the models read).</summary>
+    public static void PlanesToInterleaved(ReadOnlySpan<float> planes, int channels, Span<float> interleaved)
+    {
+        CheckLength(interleaved.Length, planes.Length, nameof(interleaved));
+        if (channels == 1)
+        {
+            planes.CopyTo(interleaved);
+            return;
+        }
+        var plane = planes.Length / channels;
+        for (var ch = 0; ch < channels; ch++)
+        {
+            var source = planes.Slice(ch * plane, plane);
+            for (var i = 0; i < plane; i++)
+            {
+                interleaved[(i * channels) + ch] = source[i];
+            }
+        }
+    }
+
+    /// <summary>
+    /// The evaluation transform: interleaved HxWxC bytes to normalised floats in the same (NHWC) order,
+    /// (x / 255 − mean[c]) / std[c], with the statistics of the training split whatever split the image is from.
+    /// </summary>
+    public static void NormalizeInterleaved(ReadOnlySpan<byte> image, ChannelStats stats, Span<float> output)
+    {
+        CheckLength(output.Length, image.Length, nameof(output));
+        var c = stats.Channels;
+        for (var i = 0; i < image.Length; i++)
+        {
+            // The same operations, in the same order, as Normalize on the training views.
+            var ch = i % c;
+            output[i] = ((image[i] / 255f) - stats.Mean[ch]) / stats.Std[ch];
+        }
+    }
+
     /// <summary>Interleaved HxWxC bytes to uint8-valued planes C x H x W.</summary>
     public static void ToPlanes(ReadOnlySpan<byte> image, ImageShape shape, Span<float> planes)
     {
@@ -566,6 +602,14 @@ public static class ImageOps
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Store(Span<float> span, int i, Vector256<float> value) => value.StoreUnsafe(ref MemoryMarshal.GetReference(span), (nuint)i);
+
+    private static void CheckLength(int length, int expected, string name)
+    {
+        if (length != expected)
+        {
+            throw new ArgumentException($"{name} has {length} elements, expected {expected}", name);
+        }
+    }
 
     private static void CheckLength(int length, int expected, string name, ImageShape shape)
     {

@@ -165,6 +165,11 @@ public sealed class Plan : IDisposable
         {
             throw new ArgumentException($"{x.Describe()} does not match the plan's input shape {InputShape}");
         }
+        if (x.Layout == ImageLayout.Nchw)
+        {
+            // A reshape of NCHW data passes the shape check and scrambles channels: refuse it by its tag.
+            throw new ArgumentException($"{x.Describe()} is an NCHW batch; {Module.GetType().Name} reads NHWC [N, H, W, C] images (transpose the batch, e.g. torch's x.permute(0, 2, 3, 1))");
+        }
         return Module.Forward(Root, x, training);
     }
 

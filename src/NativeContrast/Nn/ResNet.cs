@@ -35,6 +35,31 @@ public sealed record ResNetOptions
 
     public static ResNetOptions ResNet50 => new() { Bottleneck = true, Layers = [3, 4, 6, 3] };
 
+    public static ResNetOptions ResNet101 => new() { Bottleneck = true, Layers = [3, 4, 23, 3] };
+
+    public static ResNetOptions ResNet152 => new() { Bottleneck = true, Layers = [3, 8, 36, 3] };
+
+    /// <summary>
+    /// A small basic-block ResNet with one block per stage (ResNet-10 in the literature's naming): half of
+    /// ResNet-18's depth, for quick runs on a CPU. Its state names are torchvision's, with layerN.1 absent.
+    /// </summary>
+    public static ResNetOptions ResNet10 => new() { Bottleneck = false, Layers = [1, 1, 1, 1] };
+
+    /// <summary>The architectures <see cref="FromName"/> knows.</summary>
+    public static IReadOnlyList<string> Names { get; } = ["resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"];
+
+    /// <summary>torchvision's ResNet of that name (resnet18 … resnet152), or resnet10.</summary>
+    public static ResNetOptions FromName(string arch) => arch.ToLowerInvariant() switch
+    {
+        "resnet10" => ResNet10,
+        "resnet18" => ResNet18,
+        "resnet34" => ResNet34,
+        "resnet50" => ResNet50,
+        "resnet101" => ResNet101,
+        "resnet152" => ResNet152,
+        _ => throw new ArgumentException($"unknown backbone '{arch}'; choose one of {string.Join(", ", Names)}", nameof(arch)),
+    };
+
     /// <summary>The width of a stage whose torchvision width is <paramref name="baseWidth"/>.</summary>
     public int Width(int baseWidth) => Math.Max(1, (int)Math.Round(baseWidth * WidthMultiplier));
 }

@@ -33,6 +33,15 @@ public sealed class Tensor : IDisposable
     /// <summary>Optional name used in error messages (a parameter's name, a buffer's role).</summary>
     public string? Name { get; }
 
+    /// <summary>
+    /// How an image batch's elements are ordered, when the producer knows it. Views and reshapes keep it, so an NCHW
+    /// batch reshaped to an NHWC shape is still known to be NCHW and a model that reads NHWC rejects it.
+    /// </summary>
+    public ImageLayout Layout { get; set; }
+
+    /// <summary>A view of this tensor's elements tagged as ordered by <paramref name="layout"/> (nothing is copied; the view owns nothing).</summary>
+    public Tensor WithLayout(ImageLayout layout) => new(Storage, Shape, Offset, ownsStorage: false, Name) { Layout = layout };
+
     public DType DType => DType.Float32;
 
     public Device Device => Storage.Device;
@@ -43,7 +52,7 @@ public sealed class Tensor : IDisposable
 
     public int Cols => Shape.Cols;
 
-    public string Describe() => $"{Name ?? "tensor"} {Shape}";
+    public string Describe() => $"{Name ?? "tensor"} {Shape}{(Layout == ImageLayout.Unspecified ? "" : $" ({Layout})")}";
 
     /// <summary>The host elements of a CPU tensor. A device tensor must be copied to the host first.</summary>
     public Span<float> Span
@@ -66,7 +75,7 @@ public sealed class Tensor : IDisposable
         {
             throw new ArgumentOutOfRangeException(nameof(offset), $"view {shape} at offset {offset} does not fit {Describe()}");
         }
-        return new Tensor(Storage, shape, Offset + offset, ownsStorage: false, name ?? Name);
+        return new Tensor(Storage, shape, Offset + offset, ownsStorage: false, name ?? Name) { Layout = Layout };
     }
 
     public Tensor Reshape(params int[] dims)
@@ -76,7 +85,7 @@ public sealed class Tensor : IDisposable
         {
             throw new ArgumentException($"cannot reshape {Describe()} ({Length} elements) to {shape} ({shape.Length} elements)", nameof(dims));
         }
-        return new Tensor(Storage, shape, Offset, ownsStorage: false, Name);
+        return new Tensor(Storage, shape, Offset, ownsStorage: false, Name) { Layout = Layout };
     }
 
     /// <summary>Rows [start, start+count) of a tensor read as a matrix.</summary>
@@ -101,4 +110,17 @@ public sealed class Tensor : IDisposable
     }
 
     public override string ToString() => $"Tensor({Describe()}, {Device})";
+}
+
+/// <summary>The order of an image batch's elements: NHWC is what the engine's models read (see Nn/Conv2d).</summary>
+public enum ImageLayout
+{
+    /// <summary>Not an image batch, or its producer did not say.</summary>
+    Unspecified,
+
+    /// <summary>[N, H, W, C]: channels interleaved, the engine's layout.</summary>
+    Nhwc,
+
+    /// <summary>[N, C, H, W]: channel planes, PyTorch's layout.</summary>
+    Nchw,
 }

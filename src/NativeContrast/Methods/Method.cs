@@ -1,0 +1,85 @@
+namespace NativeContrast.Methods;
+
+using NativeContrast.Backends;
+using NativeContrast.Data;
+using NativeContrast.Nn;
+using NativeContrast.Optim;
+using NativeContrast.Tensors;
+
+/// <summary>
+/// One step's augmented views on the backend, grouped by size: group g holds <see cref="ViewCounts"/>[g] views of
+/// <see cref="BatchSize"/> images one after the other, NHWC ([views · N, S, S, C]). SimCLR gets one group of its two
+/// views (2N images forwarded as one batch); SwAV's multi-crop gets its large crops and its small crops.
+/// </summary>
+public sealed record ViewGroups(IReadOnlyList<Tensor> Groups, IReadOnlyList<int> ViewCounts, int BatchSize);
+
+/// <summary>What the trainer tells a method when it plans its memory.</summary>
+public sealed record MethodContext(IBackend Backend, ResNet Backbone, AugmentationPreset Preset, int BatchSize, int Channels, ulong Seed);
+
+/// <summary>
+/// A self-supervised method as a short composition, in the shape of solo-learn's methods: its defaults, its heads, its
+/// loss calls and its own state. The <c>Trainer</c> owns everything else in a fixed order:
+/// <list type="number">
+/// <item>construction: the trainer declares the backbone under "backbone.", then <see cref="Build"/> adds the heads;</item>
+/// <item>the arena (sized for the optimiser), <see cref="Bind"/>, <see cref="Initialize"/>, <see cref="Prepare"/>;</item>
+/// <item>each step: gradients zeroed, <see cref="TrainingStep"/> (forward, loss, backward), the loss read and checked,
+/// <see cref="BeforeOptimizerStep"/>, the optimiser step (with <see cref="Teacher"/>'s EMA fused in),
+/// <see cref="AfterOptimizerStep"/>;</item>
+/// <item>evaluation taps the backbone on clean images; checkpoints hold the arena and <see cref="StateTensors"/>.</item>
+/// </list>
+/// Nothing below the methods knows which method runs.
+/// </summary>
+public abstract class Method : IDisposable
+{
+    /// <summary>"simclr", "simclr-v2", ...: the name the CLI and checkpoints use.</summary>
+    public abstract string Name { get; }
+
+    /// <summary>The augmentation recipe the method trains on, for large crops of <paramref name="size"/>.</summary>
+    public abstract AugmentationPreset Augmentations(int size);
+
+    /// <summary>The base learning rate per 256 images of the method's recipe (the trainer scales it by batch / 256).</summary>
+    public abstract float BaseLearningRate { get; }
+
+    /// <summary>Declares the heads into <paramref name="layout"/>, after the backbone.</summary>
+    public abstract void Build(ArenaLayout layout, ResNet backbone);
+
+    public abstract void Bind(ParameterArena arena);
+
+    public abstract void Initialize(ulong seed);
+
+    /// <summary>Plans the method's memory (model plans, losses, gradient buffers) for one batch shape.</summary>
+    public abstract void Prepare(MethodContext context);
+
+    /// <summary>
+    /// Forward, loss and backward of one batch; parameter gradients accumulate into the arena (zeroed by the trainer).
+    /// Returns the loss's statistics on the backend, [loss, mean positive cosine, contrastive top-1].
+    /// </summary>
+    public abstract Tensor TrainingStep(ViewGroups views);
+
+    /// <summary>A momentum teacher whose EMA the optimiser fuses into its step (MoCo, BYOL); null for SimCLR.</summary>
+    public virtual Ema? Teacher => null;
+
+    /// <summary>Runs between the backward and the optimiser step (SwAV zeroes frozen prototypes' gradients here).</summary>
+    public virtual void BeforeOptimizerStep(long step)
+    {
+    }
+
+    /// <summary>Runs after the optimiser step (SwAV normalises its prototypes here).</summary>
+    public virtual void AfterOptimizerStep(long step)
+    {
+    }
+
+    /// <summary>Buffers the method owns besides the arena (queues, their positions): saved and restored with checkpoints.</summary>
+    public virtual IReadOnlyList<(string Name, Tensor Tensor)> StateTensors => [];
+
+    /// <summary>The method's options as a JSON object, recorded in checkpoints and metrics.</summary>
+    public abstract string DescribeOptions();
+
+    public void Dispose()
+    {
+        DisposeOwned();
+        GC.SuppressFinalize(this);
+    }
+
+    protected abstract void DisposeOwned();
+}

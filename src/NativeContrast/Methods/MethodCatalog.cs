@@ -1,0 +1,20 @@
+namespace NativeContrast.Methods;
+
+/// <summary>Creates a method by the name the CLI and checkpoints use.</summary>
+public static class MethodCatalog
+{
+    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-v2"];
+
+    /// <param name="temperature">Overrides the method's τ when set.</param>
+    /// <param name="smallImages">Images of 64 px or less: SimCLR's CIFAR recipe (colour strength 0.5, no blur).</param>
+    public static Method Create(string name, float? temperature = null, bool smallImages = false)
+    {
+        var augmentations = smallImages ? "simclr-cifar" : "simclr";
+        return name.ToLowerInvariant() switch
+        {
+            "simclr" => new SimClr(SimClrOptions.V1 with { Temperature = temperature ?? SimClrOptions.V1.Temperature, Augmentations = augmentations }),
+            "simclr-v2" => new SimClr(SimClrOptions.V2 with { Temperature = temperature ?? SimClrOptions.V2.Temperature, Augmentations = augmentations }),
+            _ => throw new ArgumentException($"unknown method '{name}'; choose one of {string.Join(", ", Names)}", nameof(name)),
+        };
+    }
+}

@@ -1,0 +1,120 @@
+namespace NativeContrast.Methods;
+
+using System.Globalization;
+using NativeContrast.Backends;
+using NativeContrast.Data;
+using NativeContrast.Losses;
+using NativeContrast.Nn;
+using NativeContrast.Tensors;
+
+/// <summary>
+/// SimCLR's options. v1 (Chen et al. 2020a): a 2-layer projector Linear → ReLU → Linear (hidden width = the
+/// backbone's feature width, output 128), NT-Xent at τ 0.5 for small data sets (0.1 for large batches), LARS at
+/// 0.3 × batch / 256. v2 (Chen et al. 2020b): a 3-layer projector with BatchNorm on every layer.
+/// </summary>
+public sealed record SimClrOptions
+{
+    public int ProjectorLayers { get; init; } = 2;
+
+    /// <summary>Hidden width of the projector; null takes the backbone's feature width (the paper's choice).</summary>
+    public int? HiddenDim { get; init; }
+
+    public int OutputDim { get; init; } = 128;
+
+    /// <summary>BatchNorm after every projector layer (SimCLR v2).</summary>
+    public bool ProjectorBatchNorm { get; init; }
+
+    public float Temperature { get; init; } = 0.5f;
+
+    /// <summary>Operand precision of the fused similarity products on tensor cores (the CPU always computes fp32).</summary>
+    public MatmulPrecision Precision { get; init; } = MatmulPrecision.Tf32;
+
+    /// <summary>The augmentation preset (see <see cref="AugmentationPresets"/>): "simclr", or "simclr-cifar" for small images.</summary>
+    public string Augmentations { get; init; } = "simclr";
+
+    public static SimClrOptions V1 => new();
+
+    public static SimClrOptions V2 => new() { ProjectorLayers = 3, ProjectorBatchNorm = true };
+}
+
+/// <summary>
+/// SimCLR: two views of each image go through the backbone and the projector as one batch of 2N, and NT-Xent on
+/// the fused kernel (cosine similarities, softmax over the 2N − 1 other rows, no N × N matrix kept) pulls each view
+/// towards its partner. In pseudo-code, as in the paper's Algorithm 1:
+/// <code>
+/// z = projector(backbone(concat(view_a, view_b)))      # [2N, 128]
+/// loss = nt_xent(z, tau)                               # positives: (i, i + N)
+/// loss.backward()
+/// </code>
+/// </summary>
+public sealed class SimClr(SimClrOptions? options = null) : Method
+{
+    private MlpHead? _projector;
+    private Sequential? _model;
+    private Plan? _plan;
+    private NtXentLoss? _loss;
+    private Tensor? _projectionGradient;
+
+    public SimClrOptions Options { get; } = options ?? SimClrOptions.V1;
+
+    public override string Name => Options.ProjectorLayers >= 3 ? "simclr-v2" : "simclr";
+
+    /// <summary>SimCLR's LARS learning rate per 256 images.</summary>
+    public override float BaseLearningRate => 0.3f;
+
+    public MlpHead Projector => _projector ?? throw new InvalidOperationException("SimCLR is not built yet");
+
+    public override AugmentationPreset Augmentations(int size) => AugmentationPresets.Create(Options.Augmentations, size);
+
+    public override void Build(ArenaLayout layout, ResNet backbone)
+    {
+        var hidden = Options.HiddenDim ?? backbone.FeatureDim;
+        _projector = new MlpHead(layout, new MlpHeadOptions(backbone.FeatureDim, hidden, Options.OutputDim)
+        {
+            Layers = Options.ProjectorLayers,
+            HiddenBatchNorm = Options.ProjectorBatchNorm,
+            OutputBatchNorm = Options.ProjectorBatchNorm,
+        });
+        _model = new Sequential(backbone, _projector);
+    }
+
+    /// <summary>Binds backbone + projector as one chain (the backbone's binding is idempotent).</summary>
+    public override void Bind(ParameterArena arena) => _model!.Bind(arena);
+
+    public override void Initialize(ulong seed) => Projector.Initialize(seed);
+
+    public override void Prepare(MethodContext context)
+    {
+        var size = context.Preset.Views[0].Size;
+        var rows = 2 * context.BatchSize;
+        _plan = _model!.Plan(new TensorShape(rows, size, size, context.Channels));
+        _loss = new NtXentLoss(context.Backend, rows, Options.OutputDim, Options.Temperature, Options.Precision);
+        _projectionGradient = context.Backend.Allocate(new TensorShape(rows, Options.OutputDim), "simclr dz");
+    }
+
+    public override Tensor TrainingStep(ViewGroups views)
+    {
+        if (_plan is null || _loss is null || _projectionGradient is null)
+        {
+            throw new InvalidOperationException("SimCLR.TrainingStep before Prepare");
+        }
+        var z = _plan.Forward(views.Groups[0], training: true);
+        _loss.Forward(z);
+        _loss.Backward(z, _projectionGradient);
+        _plan.Backward(_projectionGradient);
+        return _loss.Stats;
+    }
+
+    public override string DescribeOptions() => string.Create(
+        CultureInfo.InvariantCulture,
+        $"{{\"projector_layers\":{Options.ProjectorLayers},\"hidden_dim\":{Options.HiddenDim?.ToString(CultureInfo.InvariantCulture) ?? "null"},\"output_dim\":{Options.OutputDim},\"projector_bn\":{(Options.ProjectorBatchNorm ? "true" : "false")},\"temperature\":{Options.Temperature:R},\"augmentations\":\"{Options.Augmentations}\"}}");
+
+    protected override void DisposeOwned()
+    {
+        // The backbone belongs to the trainer: only the method's own plan, loss and head are released here.
+        _plan?.Dispose();
+        _loss?.Dispose();
+        _projectionGradient?.Dispose();
+        _projector?.Dispose();
+    }
+}

@@ -1,0 +1,88 @@
+namespace NativeContrast.Training;
+
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using NativeContrast.Data;
+using NativeContrast.Nn;
+
+/// <summary>
+/// What a checkpoint needs besides its tensors to be used on its own: the backbone's architecture (to rebuild it for
+/// <c>eval</c> and <c>embed</c>), the data set, image size and the training split's normalisation (the evaluation
+/// transform), and the method with its options. Stored as the "run" section of a training checkpoint.
+/// </summary>
+public sealed record RunSpec
+{
+    public const string SectionName = "run";
+
+    public required string Method { get; init; }
+
+    public required string Arch { get; init; }
+
+    public double Width { get; init; } = 1.0;
+
+    public required string Stem { get; init; }
+
+    public int InputChannels { get; init; } = 3;
+
+    public int ImageSize { get; init; }
+
+    public int FeatureDim { get; init; }
+
+    public required string Dataset { get; init; }
+
+    public required float[] Mean { get; init; }
+
+    public required float[] Std { get; init; }
+
+    public int BatchSize { get; init; }
+
+    public int Epochs { get; init; }
+
+    public ulong Seed { get; init; }
+
+    public ResNetOptions BackboneOptions => ResNetOptions.FromName(Arch) with
+    {
+        WidthMultiplier = Width,
+        Stem = Stem == "cifar" ? ResNetStem.Cifar : ResNetStem.ImageNet,
+        InputChannels = InputChannels,
+    };
+
+    public ChannelStats Normalization => new(Mean, Std);
+
+    /// <summary>"field: this vs other" for every field that differs (empty when the runs agree).</summary>
+    public IReadOnlyList<string> Differences(RunSpec other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        using var mine = JsonDocument.Parse(ToJson());
+        using var theirs = JsonDocument.Parse(other.ToJson());
+        var differences = new List<string>();
+        foreach (var property in mine.RootElement.EnumerateObject())
+        {
+            var value = theirs.RootElement.TryGetProperty(property.Name, out var v) ? v.GetRawText() : "absent";
+            if (value != property.Value.GetRawText())
+            {
+                differences.Add($"{property.Name} {property.Value.GetRawText()} here, {value} in the checkpoint");
+            }
+        }
+        return differences;
+    }
+
+    public string ToJson() => JsonSerializer.Serialize(this, TrainingJson.Default.RunSpec);
+
+    public static RunSpec FromJson(string json, string source)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(json, TrainingJson.Default.RunSpec) ?? throw new JsonException("null");
+        }
+        catch (JsonException e)
+        {
+            throw new FormatException($"{source}: the run description is not valid ({e.Message})", e);
+        }
+    }
+}
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSerializable(typeof(RunSpec))]
+[JsonSerializable(typeof(Dictionary<string, string>))]
+internal sealed partial class TrainingJson : JsonSerializerContext;

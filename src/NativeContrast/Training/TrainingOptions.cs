@@ -1,0 +1,86 @@
+namespace NativeContrast.Training;
+
+/// <summary>
+/// The trainer's recipe: epochs, batch, optimiser and schedule, evaluation and checkpoint cadence. The learning rate
+/// follows the method's recipe unless set: base × batch / 256 (SimCLR's linear scaling), with a linear warm-up then a
+/// cosine decay to 0; weight decay skips biases and BatchNorm parameters.
+/// </summary>
+public sealed record TrainingOptions
+{
+    public int Epochs { get; init; } = 100;
+
+    public int BatchSize { get; init; } = 256;
+
+    /// <summary>"lars" (SimCLR's), "sgd" or "adamw".</summary>
+    public string Optimizer { get; init; } = "lars";
+
+    /// <summary>The peak learning rate; null: the method's base rate × batch / 256.</summary>
+    public float? LearningRate { get; init; }
+
+    public float WeightDecay { get; init; } = 1e-6f;
+
+    public float Momentum { get; init; } = 0.9f;
+
+    /// <summary>Epochs of linear warm-up; null: 10 (SimCLR's), at most a tenth of the run.</summary>
+    public double? WarmupEpochs { get; init; }
+
+    /// <summary>Seeds the initialisation, the shuffles and every augmentation.</summary>
+    public ulong Seed { get; init; }
+
+    /// <summary>Augmentation threads; by default every core but one.</summary>
+    public int Workers { get; init; } = Math.Max(1, Environment.ProcessorCount - 1);
+
+    /// <summary>Where checkpoints, metrics, the plot and the exported encoder go; null keeps nothing on disk.</summary>
+    public string? OutputDirectory { get; init; }
+
+    /// <summary>Run the kNN monitor every this many epochs (and after the last); 0 never.</summary>
+    public int KnnEveryEpochs { get; init; } = 1;
+
+    public int KnnNeighbours { get; init; } = 200;
+
+    public float KnnTemperature { get; init; } = 0.1f;
+
+    /// <summary>Training images in the kNN monitor's bank; null: all of them.</summary>
+    public int? KnnBankImages { get; init; }
+
+    /// <summary>Batch of the evaluation passes (any size: the last partial batch is padded).</summary>
+    public int EvalBatchSize { get; init; } = 256;
+
+    /// <summary>Write the training checkpoint every this many epochs (and after the last); 0 only at the end.</summary>
+    public int CheckpointEveryEpochs { get; init; } = 1;
+
+    public void Validate()
+    {
+        static void Positive(long value, string name)
+        {
+            if (value <= 0)
+            {
+                throw new ArgumentOutOfRangeException(name, $"{name} is {value}; it must be positive");
+            }
+        }
+        Positive(Epochs, "--epochs");
+        Positive(BatchSize, "--batch");
+        Positive(Workers, "workers");
+        Positive(EvalBatchSize, "eval batch size");
+        Positive(KnnNeighbours, "kNN k");
+        if (BatchSize < 2)
+        {
+            throw new ArgumentOutOfRangeException("--batch", $"--batch is {BatchSize}; contrastive training needs at least 2 images per batch");
+        }
+        if (Optimizer is not ("lars" or "sgd" or "adamw"))
+        {
+            throw new ArgumentException($"optimizer '{Optimizer}' is not one of lars, sgd, adamw", "--optimizer");
+        }
+        if (LearningRate is { } lr && (!(lr > 0) || !float.IsFinite(lr)))
+        {
+            throw new ArgumentOutOfRangeException("--lr", $"--lr is {lr}; it must be finite and positive");
+        }
+        if (!(WeightDecay >= 0) || !(KnnTemperature > 0) || WarmupEpochs is < 0 || KnnEveryEpochs < 0 || CheckpointEveryEpochs < 0 || KnnBankImages is <= 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(TrainingOptions), "weight decay, warm-up and cadences must be >= 0, the kNN temperature and bank size > 0");
+        }
+    }
+
+    /// <summary>Optimiser state slots per parameter: one momentum for SGD and LARS, two moments for AdamW.</summary>
+    public int OptimizerStateSlots => Optimizer == "adamw" ? 2 : 1;
+}
