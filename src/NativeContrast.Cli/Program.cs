@@ -42,5 +42,7 @@ public static class Program
             PreviewCommand.Create(),
             ExportTorchvisionCommand.Create(),
             TrainCommand.Create(),
+            EvalCommand.Create(),
+            EmbedCommand.Create(),
         };
 }

@@ -30,6 +30,9 @@ public sealed record RunSpec
 
     public required string Dataset { get; init; }
 
+    /// <summary>Images in the built-in set's train split (it is rendered, so its size is part of the recipe); 0 for other sets.</summary>
+    public int BuiltinImages { get; init; }
+
     public required float[] Mean { get; init; }
 
     public required float[] Std { get; init; }

@@ -93,6 +93,7 @@ public sealed class Trainer : IDisposable
             ImageSize = imageSize,
             FeatureDim = Backbone.FeatureDim,
             Dataset = datasetName,
+            BuiltinImages = datasetName == "builtin" ? train.Count : 0,
             Mean = stats.Mean,
             Std = stats.Std,
             BatchSize = options.BatchSize,

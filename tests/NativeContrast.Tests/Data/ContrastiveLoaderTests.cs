@@ -105,7 +105,16 @@ public class ContrastiveLoaderTests
                 var rng = SampleRandom.ForView(21, 2, index, v);
                 augmenter.Augment(data.GetImage(index), data.Shape, preset.Views[v], ref rng, planes);
                 ImageOps.Normalize(planes, data.Stats);
-                Assert.That(batch.Views[v].AsSpan(row * planes.Length, planes.Length).ToArray(), Is.EqualTo(planes), $"row {row} view {v}");
+                // The loader hands the models NHWC rows: the planes interleaved, pixel by pixel.
+                var interleaved = new float[planes.Length];
+                for (var p = 0; p < 16 * 16; p++)
+                {
+                    for (var c = 0; c < 3; c++)
+                    {
+                        interleaved[(p * 3) + c] = planes[(c * 16 * 16) + p];
+                    }
+                }
+                Assert.That(batch.Views[v].AsSpan(row * planes.Length, planes.Length).ToArray(), Is.EqualTo(interleaved), $"row {row} view {v}");
             }
         }
         var all = batch.Views[0];
@@ -121,17 +130,18 @@ public class ContrastiveLoaderTests
         var tensors = loader.AllocateViews(cpu);
         try
         {
-            Assert.That(tensors[1].Shape, Is.EqualTo(new TensorShape(4, 3, 16, 16)));
+            Assert.That(tensors[1].Shape, Is.EqualTo(new TensorShape(4, 16, 16, 3)));
+            Assert.That(tensors[1].Layout, Is.EqualTo(ImageLayout.Nhwc));
             foreach (var batch in loader.Epoch(0))
             {
                 batch.CopyTo(cpu, 1, tensors[1]);
                 Assert.That(tensors[1].Span[..batch.View(1).Length].ToArray(), Is.EqualTo(batch.View(1).ToArray()), $"batch {batch.Number} of {batch.Count}");
-                Assert.That(batch.ViewShape(1), Is.EqualTo(new TensorShape(batch.Count, 3, 16, 16)));
+                Assert.That(batch.ViewShape(1), Is.EqualTo(new TensorShape(batch.Count, 16, 16, 3)));
             }
             using var wrong = cpu.Allocate(new TensorShape(3, 3, 8, 8), "wrong");
             var first = loader.Epoch(1).First();
             var e = Assert.Throws<ArgumentException>(() => first.CopyTo(cpu, 0, wrong));
-            Assert.That(e!.Message, Does.StartWith("wrong ").And.Contain("does not hold view 0"));
+            Assert.That(e!.Message, Does.StartWith("wrong ").And.Contain("does not hold 1 view(s)"));
         }
         finally
         {
@@ -183,5 +193,63 @@ public class ContrastiveLoaderTests
         public void Dispose()
         {
         }
+    }
+
+    [Test]
+    public void ViewsOfOneSizeCopyIntoOneTensorBackToBackForFullAndPartialBatches()
+    {
+        using var data = Shapes(10);
+        using var cpu = new CpuBackend();
+        using var loader = new ContrastiveLoader(data, AugmentationPresets.SimClrCifar(16), new LoaderOptions { BatchSize = 4, Seed = 5, Workers = 1, DropLast = false }, cpu);
+        using var both = cpu.AllocateImages(new TensorShape(8, 16, 16, 3), "both views");
+        foreach (var batch in loader.Epoch(0))
+        {
+            both.Span.Fill(float.NaN);
+            batch.CopyTo(cpu, 0, 2, both);
+            var perView = batch.View(0).Length;
+            Assert.That(both.Span[..perView].ToArray(), Is.EqualTo(batch.View(0).ToArray()), $"view 0 of batch {batch.Number} ({batch.Count} images)");
+            Assert.That(both.Span.Slice(perView, perView).ToArray(), Is.EqualTo(batch.View(1).ToArray()), $"view 1 follows view 0 directly in batch {batch.Number}");
+        }
+    }
+
+    [Test]
+    public void AnEpochStartedAtABatchIsTheTailOfTheWholeEpoch()
+    {
+        using var data = Shapes(40);
+        using var loader = new ContrastiveLoader(data, AugmentationPresets.SimClrCifar(16), new LoaderOptions { BatchSize = 8, Seed = 9, Workers = 2 });
+        var whole = Collect(loader, 3);
+        var tail = loader.Epoch(3, firstBatch: 2).Select(b => (b.Number, b.Indices.ToArray(), b.View(1).ToArray())).ToList();
+        Assert.That(tail.Select(t => t.Number), Is.EqualTo(new[] { 2, 3, 4 }));
+        for (var i = 0; i < tail.Count; i++)
+        {
+            Assert.That(tail[i].Item2, Is.EqualTo(whole[i + 2].Indices));
+            Assert.That(tail[i].Item3, Is.EqualTo(whole[i + 2].Views[1]), "a resumed epoch's batches are the uninterrupted ones, bit for bit");
+        }
+    }
+
+    [Test]
+    public void AnNchwTaggedTensorIsRefusedByTheLoaderAndByAPlan()
+    {
+        using var data = Shapes(8);
+        using var cpu = new CpuBackend();
+        using var loader = new ContrastiveLoader(data, AugmentationPresets.SimClrCifar(16), new LoaderOptions { BatchSize = 4, Seed = 1, Workers = 1 }, cpu);
+        using var nchw = cpu.Allocate(new TensorShape(4, 3, 16, 16), "torch batch");
+        nchw.Layout = ImageLayout.Nchw;
+        var first = loader.Epoch(0).First();
+        var e = Assert.Throws<ArgumentException>(() => first.CopyTo(cpu, 0, nchw));
+        Assert.That(e!.Message, Does.Contain("NCHW"));
+
+        // A reshape keeps the tag, so NCHW data forced into an NHWC shape cannot reach a model.
+        var layout = new ArenaLayout();
+        using var net = new NativeContrast.Nn.ResNet(layout, NativeContrast.Nn.ResNetOptions.ResNet10 with { Stem = NativeContrast.Nn.ResNetStem.Cifar, WidthMultiplier = 0.125 });
+        using var arena = new ParameterArena(cpu, layout, optimizerStateSlots: 0);
+        net.Bind(arena);
+        net.Initialize(1);
+        var reshaped = nchw.Reshape(4, 16, 16, 3);
+        var plan = net.PlanFor(reshaped.Shape);
+        var refused = Assert.Throws<ArgumentException>(() => plan.Forward(reshaped, training: false));
+        Assert.That(refused!.Message, Does.Contain("NCHW").And.Contain("reads NHWC"));
+        using var nhwc = cpu.AllocateImages(reshaped.Shape, "nhwc");
+        Assert.DoesNotThrow(() => plan.Forward(nhwc, training: false));
     }
 }

@@ -1,0 +1,93 @@
+namespace NativeContrast.Tests.Training;
+
+using NativeContrast.Backends;
+using NativeContrast.Data;
+using NativeContrast.Methods;
+using NativeContrast.Nn;
+using NativeContrast.Training;
+
+/// <summary>A tiny run that trains in a second on the CPU: 64 built-in 16 px images, ResNet-10 at width 1/8, batch 16.</summary>
+internal sealed class TinyRun : IDisposable
+{
+    public TinyRun(string? folder, int epochs = 2, ulong seed = 3, int trainImages = 64)
+    {
+        Backend = new CpuBackend();
+        Train = BuiltinShapes.Create(trainImages, 16, seed: 1);
+        Test = BuiltinShapes.Create(24, 16, seed: 1, DatasetSplit.Test);
+        Options = new TrainingOptions
+        {
+            Epochs = epochs,
+            BatchSize = 16,
+            Seed = seed,
+            Workers = 2,
+            OutputDirectory = folder,
+            EvalBatchSize = 20,
+            WarmupEpochs = 0.5,
+        };
+    }
+
+    public CpuBackend Backend { get; }
+
+    public PackedImageDataset Train { get; }
+
+    public PackedImageDataset Test { get; }
+
+    public TrainingOptions Options { get; set; }
+
+    public static ResNetOptions Backbone => ResNetOptions.ResNet10 with { Stem = ResNetStem.Cifar, WidthMultiplier = 0.125 };
+
+    public Trainer CreateTrainer(Method? method = null) =>
+        new(Backend, method ?? MethodCatalog.Create("simclr", smallImages: true), "resnet10", Backbone, Train, Test, Options, "builtin");
+
+    public void Dispose()
+    {
+        Train.Dispose();
+        Test.Dispose();
+        Backend.Dispose();
+    }
+}
+
+/// <summary>Records what the trainer reports; can run an action after a given step (cancel, corrupt a weight).</summary>
+internal sealed class RecordingObserver(long? actAfterStep = null, Action? action = null) : ITrainingObserver
+{
+    public List<StepMetrics> Steps { get; } = [];
+
+    public List<EpochMetrics> Epochs { get; } = [];
+
+    public List<string> Messages { get; } = [];
+
+    public TrainingStart? Start { get; private set; }
+
+    public void Started(TrainingStart start) => Start = start;
+
+    public void StepCompleted(StepMetrics metrics)
+    {
+        Steps.Add(metrics);
+        if (metrics.Step == actAfterStep)
+        {
+            action?.Invoke();
+        }
+    }
+
+    public void EpochCompleted(EpochMetrics metrics) => Epochs.Add(metrics);
+
+    public void Message(string line) => Messages.Add(line);
+}
+
+internal static class TempFolder
+{
+    public static string Create(string prefix)
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"nc-{prefix}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(path);
+        return path;
+    }
+
+    public static void Delete(string path)
+    {
+        if (Directory.Exists(path))
+        {
+            Directory.Delete(path, recursive: true);
+        }
+    }
+}
