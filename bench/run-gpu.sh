@@ -22,6 +22,7 @@ for ref in bench/reference/*.py; do
   case "$name" in
     torchvision_roundtrip) continue ;;            # needs an exported model: run by its own step
     benchlib) continue ;;                         # helpers the peers import, not a benchmark
+    simclr_fashion_mnist) continue ;;             # a quality run (tens of minutes), not a kernel benchmark
     augment) out="bench/results/augment-$host.json" ;;
     *) out="bench/results/kernels-$slug.json" ;;
   esac

@@ -1,0 +1,117 @@
+namespace NativeContrast.Tests.Cli;
+
+using System.Diagnostics;
+using NativeContrast.Checkpoints;
+using NativeContrast.Cli;
+using NativeContrast.Cli.Commands;
+using NativeContrast.Eval;
+using NativeContrast.Tests.Training;
+using NativeContrast.Training;
+
+/// <summary>The CLI end to end on tiny settings: train one epoch → checkpoint → eval knn / linear → embed → .npy files.</summary>
+public class TrainCommandTests
+{
+    private static readonly string[] Tiny =
+        ["--backbone", "resnet10", "--width", "0.125", "--image-size", "16", "--train-images", "64", "--batch", "16", "--epochs", "1", "--workers", "1", "--device", "cpu"];
+
+    private string _folder = "";
+
+    [SetUp]
+    public void CreateFolder() => _folder = TempFolder.Create("cli");
+
+    [TearDown]
+    public void DeleteFolder() => TempFolder.Delete(_folder);
+
+    private static (int Code, string Output, string Error) Run(params string[] args)
+    {
+        using var output = new StringWriter();
+        using var error = new StringWriter();
+        var code = Program.Run(args, output, error);
+        return (code, output.ToString(), error.ToString());
+    }
+
+    [Test]
+    public void TrainThenEvalThenEmbed()
+    {
+        var run = Path.Combine(_folder, "run");
+        var train = Run(["train", .. Tiny, "--out", run]);
+        Assert.That(train.Code, Is.EqualTo(Program.Success), train.Error + train.Output);
+        Assert.That(train.Output, Does.Contain("kNN top-1 (encoder)").And.Contain("kNN top-1 (raw pixels)").And.Contain("epoch 1/1"));
+        foreach (var file in new[] { Trainer.CheckpointFileName, Trainer.EncoderFileName, MetricsLog.FileName, "training.png" })
+        {
+            Assert.That(File.Exists(Path.Combine(run, file)), Is.True, file);
+        }
+        Assert.That(File.ReadAllBytes(Path.Combine(run, "training.png"))[1..4], Is.EqualTo("PNG"u8.ToArray()));
+
+        var knn = Run("eval", "knn", "--checkpoint", run, "--device", "cpu", "--k", "5");
+        Assert.That(knn.Code, Is.EqualTo(Program.Success), knn.Error);
+        Assert.That(knn.Output, Does.Contain("resnet10 x0.125 cifar stem").And.Contain("16 images").Or.Contain("16 +"));
+        Assert.That(knn.Output, Does.Contain("encoder").And.Contain("raw pixels"));
+
+        var linear = Run("eval", "linear", "--checkpoint", Path.Combine(run, Trainer.CheckpointFileName), "--device", "cpu", "--epochs", "2");
+        Assert.That(linear.Code, Is.EqualTo(Program.Success), linear.Error);
+        Assert.That(linear.Output, Does.Contain("2 epochs, final train loss"));
+
+        var embedded = Path.Combine(_folder, "embedded");
+        var embed = Run("embed", "--checkpoint", run, "--split", "test", "--device", "cpu", "--out", embedded);
+        Assert.That(embed.Code, Is.EqualTo(Program.Success), embed.Error);
+        var features = NpyFile.Read(Path.Combine(embedded, EmbedCommand.FeaturesFileName));
+        var labels = NpyFile.Read(Path.Combine(embedded, EmbedCommand.LabelsFileName));
+        Assert.That(features.Descr, Is.EqualTo("<f4"));
+        Assert.That(features.Shape, Is.EqualTo(new[] { 16, 64 / 8 * 8 }), "16 test images x ResNet-10's 512/8 = 64 features");
+        Assert.That(features.Data, Has.Length.EqualTo(16 * 64 * 4));
+        Assert.That(labels.Descr, Is.EqualTo("<i8"));
+        Assert.That(labels.Shape, Is.EqualTo(new[] { 16 }));
+        Assert.That(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(labels.Data).ToArray(), Is.EqualTo(Enumerable.Range(0, 16).Select(i => (long)(i % 10)).ToArray()));
+        ParseWithNumpyWhenAvailable(embedded);
+    }
+
+    [Test]
+    public void ResumeContinuesARunAndRefusesAMissingCheckpoint()
+    {
+        var run = Path.Combine(_folder, "run");
+        Assert.That(Run(["train", .. Tiny, "--out", run]).Code, Is.EqualTo(Program.Success));
+        var twoEpochs = Tiny.Select(a => a).ToArray();
+        twoEpochs[Array.IndexOf(twoEpochs, "--epochs") + 1] = "2";
+        var more = Run(["train", .. twoEpochs, "--out", run, "--resume", run]);
+        // Two epochs is another recipe than one: the run description says so.
+        Assert.That(more.Code, Is.EqualTo(Program.Failure));
+        Assert.That(more.Error, Does.Contain("epochs 2 here, 1 in the checkpoint"));
+
+        var missing = Run(["train", .. Tiny, "--out", run, "--resume", Path.Combine(_folder, "nothing.safetensors")]);
+        Assert.That(missing.Code, Is.EqualTo(Program.Failure));
+        Assert.That(missing.Error, Does.Contain("nothing.safetensors").And.Contain("no such checkpoint"));
+    }
+
+    [Test]
+    public void BadArgumentsAreExplained()
+    {
+        var batch = Run(["train", .. Tiny, "--batch", "1", "--out", _folder]);
+        Assert.That(batch.Code, Is.EqualTo(Program.BadArguments));
+        Assert.That(batch.Error, Does.Contain("--batch"));
+        var checkpoint = Run("eval", "knn", "--checkpoint", Path.Combine(_folder, "absent"));
+        Assert.That(checkpoint.Code, Is.EqualTo(Program.Failure));
+        Assert.That(checkpoint.Error, Does.Contain("absent").And.Contain("no such checkpoint"));
+    }
+
+    /// <summary>NumPy itself reads the files with the declared dtype and shape (where /usr/bin/python3 has NumPy).</summary>
+    private static void ParseWithNumpyWhenAvailable(string folder)
+    {
+        const string python = "/usr/bin/python3";
+        if (!File.Exists(python))
+        {
+            return;
+        }
+        var script = "import sys, numpy as np; f = np.load(sys.argv[1] + '/features.npy'); l = np.load(sys.argv[1] + '/labels.npy'); print(f.dtype, f.shape, l.dtype, l.shape)";
+        using var process = Process.Start(new ProcessStartInfo(python) { ArgumentList = { "-c", script, folder }, RedirectStandardOutput = true, RedirectStandardError = true })!;
+        var stdout = process.StandardOutput.ReadToEnd();
+        var stderr = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        if (stderr.Contains("No module named 'numpy'", StringComparison.Ordinal))
+        {
+            return;
+        }
+        Assert.That(process.ExitCode, Is.Zero, stderr);
+        Assert.That(stdout.Trim(), Is.EqualTo("float32 (16, 64) int64 (16,)"));
+    }
+}
