@@ -17,9 +17,15 @@ public static class Program
 
     public static int Main(string[] args) => Run(args, Console.Out, Console.Error);
 
+    private static readonly AsyncLocal<CancellationToken> Cancellation = new();
+
+    /// <summary>A caller's request to stop (besides Ctrl+C and SIGTERM), e.g. a host embedding the command; long commands watch it.</summary>
+    public static CancellationToken CallerCancellation => Cancellation.Value;
+
     /// <summary>Parses and runs a command line, writing to the given writers (the tests call this in-process).</summary>
-    public static int Run(string[] args, TextWriter output, TextWriter error)
+    public static int Run(string[] args, TextWriter output, TextWriter error, CancellationToken cancel = default)
     {
+        Cancellation.Value = cancel;
         ArgumentNullException.ThrowIfNull(args);
         var parse = BuildRootCommand().Parse(args);
         if (parse.Action is ParseErrorAction)

@@ -3,6 +3,7 @@ namespace NativeContrast.Cli.Commands;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using NativeContrast.Backends;
 using NativeContrast.Checkpoints;
 using NativeContrast.Cli.Reports;
@@ -110,14 +111,16 @@ public static class TrainCommand
         using var backend = choice.Backend;
         backend.GemmPrecision = Precision(request.Precision);
         console.WriteLine($"backend    {choice.Reason}");
-        using var cancel = new CancellationTokenSource();
-        ConsoleCancelEventHandler onCancel = (_, e) =>
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Program.CallerCancellation);
+        // The first Ctrl+C (SIGINT) or SIGTERM (a scheduler's preemption) stops after the current step and writes a
+        // checkpoint; a second one ends the process at once.
+        void OnSignal(PosixSignalContext context)
         {
-            // The first Ctrl+C stops after the current step and writes a checkpoint; a second one kills the process.
-            e.Cancel = !cancel.IsCancellationRequested;
+            context.Cancel = !cancel.IsCancellationRequested;
             cancel.Cancel();
-        };
-        Console.CancelKeyPress += onCancel;
+        }
+        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
         try
         {
             var dataOptions = new DatasetOptions
@@ -176,10 +179,6 @@ public static class TrainCommand
         {
             error.WriteLine($"error: {e.Message}");
             return e is ArgumentException ? Program.BadArguments : Program.Failure;
-        }
-        finally
-        {
-            Console.CancelKeyPress -= onCancel;
         }
     }
 

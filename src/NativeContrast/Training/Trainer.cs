@@ -208,9 +208,10 @@ public sealed class Trainer : IDisposable
             _epoch++;
             _batchInEpoch = 0;
             var lastEpoch = _epoch == Options.Epochs;
+            // The epoch's time and throughput are its training steps'; the monitor's pass is timed in its own message.
+            var seconds = epochClock.Elapsed.TotalSeconds;
             var knn = Due(Options.KnnEveryEpochs, lastEpoch) ? EvaluateKnn(observer, cancel) : null;
             lastKnn = knn ?? lastKnn;
-            var seconds = epochClock.Elapsed.TotalSeconds;
             var epochMetrics = new EpochMetrics(_epoch - 1, _step, lossSum / Math.Max(1, _step - epochStartStep), knn, seconds, (_step - epochStartStep) * (double)Options.BatchSize / Math.Max(seconds, 1e-9));
             metrics?.Write(epochMetrics);
             observer?.EpochCompleted(epochMetrics);

@@ -5,7 +5,7 @@ using NativeContrast.Eval;
 /// <summary>What one optimiser step measured: the loss's statistics, the learning rate it used, throughput.</summary>
 public sealed record StepMetrics(long Step, int Epoch, int Batch, float Loss, float LearningRate, float PositiveCosine, float Top1, double ImagesPerSecond);
 
-/// <summary>An epoch's summary, with the kNN monitor's accuracy when it ran.</summary>
+/// <summary>An epoch's summary (time and images/s of its training steps), with the kNN monitor's accuracy when it ran.</summary>
 public sealed record EpochMetrics(int Epoch, long Step, double MeanLoss, Accuracy? Knn, double Seconds, double ImagesPerSecond);
 
 /// <summary>Where a run starts and how long it is.</summary>

@@ -11,8 +11,10 @@ using NativeContrast.Training;
 /// <summary>The CLI end to end on tiny settings: train one epoch → checkpoint → eval knn / linear → embed → .npy files.</summary>
 public class TrainCommandTests
 {
-    private static readonly string[] Tiny =
-        ["--backbone", "resnet10", "--width", "0.125", "--image-size", "16", "--train-images", "64", "--batch", "16", "--epochs", "1", "--workers", "1", "--device", "cpu"];
+    private static readonly string[] Tiny = TinyArgs();
+
+    private static string[] TinyArgs(int trainImages = 64, int epochs = 1) =>
+        ["--backbone", "resnet10", "--width", "0.125", "--image-size", "16", "--train-images", $"{trainImages}", "--batch", "16", "--epochs", $"{epochs}", "--workers", "1", "--device", "cpu"];
 
     private string _folder = "";
 
@@ -71,9 +73,7 @@ public class TrainCommandTests
     {
         var run = Path.Combine(_folder, "run");
         Assert.That(Run(["train", .. Tiny, "--out", run]).Code, Is.EqualTo(Program.Success));
-        var twoEpochs = Tiny.Select(a => a).ToArray();
-        twoEpochs[Array.IndexOf(twoEpochs, "--epochs") + 1] = "2";
-        var more = Run(["train", .. twoEpochs, "--out", run, "--resume", run]);
+        var more = Run(["train", .. TinyArgs(epochs: 2), "--out", run, "--resume", run]);
         // Two epochs is another recipe than one: the run description says so.
         Assert.That(more.Code, Is.EqualTo(Program.Failure));
         Assert.That(more.Error, Does.Contain("epochs 2 here, 1 in the checkpoint"));
@@ -92,6 +92,60 @@ public class TrainCommandTests
         var checkpoint = Run("eval", "knn", "--checkpoint", Path.Combine(_folder, "absent"));
         Assert.That(checkpoint.Code, Is.EqualTo(Program.Failure));
         Assert.That(checkpoint.Error, Does.Contain("absent").And.Contain("no such checkpoint"));
+    }
+
+    [Test]
+    public void AnInterruptWritesACheckpointOfTheExactPositionAndExitsCleanly()
+    {
+        // Ctrl+C and SIGTERM cancel the same token as a caller's cancellation, which this test triggers once steps run.
+        var run = Path.Combine(_folder, "run");
+        using var cancel = new CancellationTokenSource();
+        using var output = new WatchingWriter("step ", cancel.Cancel);
+        using var error = new StringWriter();
+        var code = Program.Run(["train", .. TinyArgs(512, 4), "--out", run], output, error, cancel.Token);
+        Assert.That(code, Is.EqualTo(TrainCommand.Interrupted), error.ToString() + output);
+        Assert.That(output.ToString(), Does.Contain("interrupted at step").And.Contain("--resume"));
+
+        var state = TrainingCheckpoint.ReadState(Path.Combine(run, Trainer.CheckpointFileName));
+        Assert.That(state.Step, Is.GreaterThan(0).And.LessThan(4 * 32), "stopped mid-run, at the step it had reached");
+        Assert.That((state.Epoch * 32) + state.BatchInEpoch, Is.EqualTo(state.Step), "the position in the data matches the step count");
+        var resumed = Run(["train", .. TinyArgs(512, 4), "--out", run, "--resume", run]);
+        Assert.That(resumed.Code, Is.EqualTo(Program.Success), resumed.Error);
+        Assert.That(resumed.Output, Does.Contain($"resuming at step {state.Step} of 128"));
+    }
+
+    /// <summary>A StringWriter that runs an action once a line starting with a prefix has been written (in any pieces).</summary>
+    private sealed class WatchingWriter(string prefix, Action action) : StringWriter
+    {
+        private bool _seen;
+
+        public override void Write(char value)
+        {
+            base.Write(value);
+            Watch();
+        }
+
+        public override void Write(string? value)
+        {
+            base.Write(value);
+            Watch();
+        }
+
+        public override void Write(char[] buffer, int index, int count)
+        {
+            base.Write(buffer, index, count);
+            Watch();
+        }
+
+        private void Watch()
+        {
+            var text = GetStringBuilder().ToString();
+            if (!_seen && (text.StartsWith(prefix, StringComparison.Ordinal) || text.Contains("\n" + prefix, StringComparison.Ordinal)))
+            {
+                _seen = true;
+                action();
+            }
+        }
     }
 
     /// <summary>NumPy itself reads the files with the declared dtype and shape (where /usr/bin/python3 has NumPy).</summary>

@@ -70,6 +70,29 @@ public class ResNetTests
         Assert.That(block.Convs.Select(c => c.Stride), Is.EqualTo(new[] { 1, 2, 1 }));
     }
 
+    [TestCase("resnet101", 44_549_160, 104)]
+    [TestCase("resnet152", 60_192_808, 155)]
+    public void DeeperResNetsMatchTorchvisionParameterCounts(string arch, long parameters, int convolutions)
+    {
+        // torchvision.models.resnet101() / resnet152(): parameters with the 1000-class fc, convolutions with the downsamples.
+        var layout = new ArenaLayout();
+        var encoder = new ResNet(layout, ResNetOptions.FromName(arch));
+        _ = LinearHead.Classifier(layout, encoder.FeatureDim, 1000);
+        var (views, _, _) = layout.Place();
+        Assert.That(views.Where(v => v.IsTrainable).Sum(v => v.Length), Is.EqualTo(parameters));
+        Assert.That(views.Count(v => v.Shape.Rank == 4), Is.EqualTo(convolutions));
+    }
+
+    [Test]
+    public void ResNet10HasOneBasicBlockPerStage()
+    {
+        var layout = new ArenaLayout();
+        var encoder = new ResNet(layout, ResNetOptions.ResNet10);
+        Assert.That(encoder.Blocks.Select(b => b.Name), Is.EqualTo(new[] { "layer1.0", "layer2.0", "layer3.0", "layer4.0" }));
+        Assert.That(encoder.FeatureDim, Is.EqualTo(512));
+        Assert.Throws<ArgumentException>(() => ResNetOptions.FromName("resnet19"));
+    }
+
     [Test]
     public void WidthMultiplierAndPrefixScaleEveryStage()
     {
