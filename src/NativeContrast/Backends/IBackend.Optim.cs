@@ -62,11 +62,11 @@ public enum LarsVariant
 }
 
 /// <summary>Per-step scalars of <see cref="IBackend.LarsStep"/>; TrustCoefficient is η (0.001 in SimCLR, 0.02 in solo-learn's recipes).</summary>
-/// <param name="Epsilon">ε of the solo-learn denominator (unused by the SimCLR form).</param>
+/// <param name="Epsilon">ε of the solo-learn denominator (1e-8, the reference's default; unused by the SimCLR form).</param>
 /// <param name="ClipLearningRate">solo-learn's clip_lr: the ratio becomes min(r / lr, 1) (unused by the SimCLR form).</param>
 public readonly record struct LarsStepArgs(
     float LearningRate, float Momentum, float WeightDecay, float TrustCoefficient, bool Nesterov,
-    LarsVariant Variant = LarsVariant.SimClr, float Epsilon = 0f, bool ClipLearningRate = false);
+    LarsVariant Variant = LarsVariant.SimClr, float Epsilon = 1e-8f, bool ClipLearningRate = false);
 
 /// <summary>Per-step scalars of <see cref="IBackend.AdamWStep"/>; Step is the 1-based count the bias corrections use.</summary>
 public readonly record struct AdamWStepArgs(float LearningRate, float Beta1, float Beta2, float Epsilon, float WeightDecay, long Step)
