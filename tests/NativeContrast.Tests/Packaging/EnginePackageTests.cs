@@ -93,8 +93,9 @@ public class EnginePackageTests
             Assert.That(repository?.Attribute("url")?.Value ?? "", Does.Not.Contain("example").And.Not.Contain("OWNER"), "no placeholder repository URL");
         }
 
-        // A console project with a PackageReference restored from the local feed (dependencies from the usual sources
-        // and this machine's package cache), restored into its own packages folder so no stale copy is reused.
+        // A console project with a PackageReference restored from the local feed, its dependencies from this machine's
+        // package cache (the engine's own restore put them there), and nothing else: no network. It restores into its
+        // own packages folder so that no stale copy of the test version is reused.
         var consumer = Path.Combine(_work, "consumer");
         Directory.CreateDirectory(consumer);
         var globalPackages = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } configured
@@ -104,6 +105,7 @@ public class EnginePackageTests
             <?xml version="1.0" encoding="utf-8"?>
             <configuration>
               <packageSources>
+                <clear />
                 <add key="local-test-feed" value="{feed}" />
                 <add key="machine-package-cache" value="{globalPackages}" />
               </packageSources>
