@@ -13,7 +13,8 @@ using NativeContrast.Tensors;
 /// <item><see cref="LarsVariant.SoloLearn"/>, vturrisi/solo-learn solo/utils/lars.py (LARC's ratio):
 /// r = η·‖w‖ / (‖g‖ + wd·‖w‖ + ε), with clip_lr r ← min(r / lr, 1); b ← μ·b + r·(g + wd·w), w ← w − lr·b. The learning
 /// rate is applied outside the buffer; a view whose weight or gradient norm is 0 is skipped (no decay, no adaptation).
-/// Recipe (<see cref="SoloLearn"/>): solo-learn's SimCLR scripts, lr 0.4·batch/256, μ 0.9, wd 1e-4, η 0.02, clip_lr, ε 1e-8.</item>
+/// Recipe (<see cref="SoloLearn"/>): solo-learn's SimCLR scripts, lr 0.4·batch/256 (CIFAR; 0.3 on ImageNet-100), μ 0.9,
+/// wd 1e-4, η 0.02, clip_lr, ε 1e-8, warm-up then cosine.</item>
 /// </list>
 /// Biases and BatchNorm parameters get neither decay nor adaptation unless <see cref="Optimizer.DecayBiasAndNorm"/>
 /// (SimCLR's exclude list; solo-learn's exclude_bias_n_norm). The norms come from a segmented reduction over the
