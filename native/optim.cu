@@ -55,20 +55,62 @@ struct Sgd {
     }
 };
 
-// LARS as SimCLR's optimiser writes it: g' = c*g (+ wd*w); v = mu*v + (lr*trust)*g'; w -= nesterov ? mu*v + (lr*trust)*g' : v.
+// LARS, SimCLR's form (its TensorFlow optimiser): g' = c*g (+ wd*w); v = mu*v + (lr*trust)*g';
+// w -= nesterov ? mu*v + (lr*trust)*g' : v. wd is the segment's applied decay (0: none).
 struct Lars {
     float scale, scaled_lr, mu, wd;
-    bool decay, nesterov;
+    bool nesterov;
 
     __device__ __forceinline__ void operator()(float& w, float g, float& v) const {
         g = __fmul_rn(g, scale);
-        if (decay) g = __fmaf_rn(wd, w, g);
+        if (wd != 0.f) g = __fmaf_rn(wd, w, g);
         const float step = __fmul_rn(scaled_lr, g);
         v = __fmaf_rn(mu, v, step);
         const float update = nesterov ? __fmaf_rn(mu, v, step) : v;
         w = __fsub_rn(w, update);
     }
 };
+
+// LARS, solo-learn's form (PyTorch, lr outside the buffer): d = trust*(c*g (+ wd*w)); b = mu*b + d;
+// w -= lr * (nesterov ? d + mu*b : b). A skipped segment arrives with trust 1 and wd 0.
+struct SoloLars {
+    float scale, trust, lr, mu, wd;
+    bool nesterov;
+
+    __device__ __forceinline__ void operator()(float& w, float g, float& b) const {
+        float d = __fmul_rn(g, scale);
+        if (wd != 0.f) d = __fmaf_rn(wd, w, d);
+        d = __fmul_rn(d, trust);
+        b = __fmaf_rn(mu, b, d);
+        const float direction = nesterov ? __fmaf_rn(mu, b, d) : b;
+        w = __fmaf_rn(-lr, direction, w);
+    }
+};
+
+constexpr int kLarsSimClr = 0;
+
+// Per-segment LARS results from the segment's sums (sw = sum w^2, sg = sum g^2, sgw = sum g*w) and the clip scale c.
+// SimCLR: trust = eta*||w|| / ||c*g + wd*w||, the denominator expanded as c^2*sg + 2c*wd*sgw + wd^2*sw (clamped at 0);
+// 1 when excluded or a norm is 0; decay wd unless excluded. solo-learn: trust = eta * (||w|| / (||c*g|| + wd*||w|| + eps)),
+// then min(trust / lr, 1) with clip_lr; excluded or a zero norm skips the segment: trust 1, decay 0.
+// CpuBackend.SimClrTrust / SoloLearnTrust evaluate the same expressions.
+__device__ __forceinline__ float2 lars_trust(int variant, bool excluded, float scale, float sw, float sg, float sgw,
+                                             float eta, float wd, float eps, float lr, int clip_lr) {
+    const float w_norm = __fsqrt_rn(sw);
+    if (variant == kLarsSimClr) {
+        const float decay = excluded ? 0.f : wd;
+        const float squares = __fmaf_rn(scale, __fmaf_rn(scale, sg, __fmul_rn(__fmul_rn(2.f, decay), sgw)),
+                                        __fmul_rn(__fmul_rn(decay, decay), sw));
+        const float d_norm = __fsqrt_rn(fmaxf(squares, 0.f));
+        const float trust = excluded || !(w_norm > 0.f) || !(d_norm > 0.f) ? 1.f : __fdiv_rn(__fmul_rn(eta, w_norm), d_norm);
+        return make_float2(trust, decay);
+    }
+    const float g_norm = __fmul_rn(scale, __fsqrt_rn(sg));
+    if (excluded || !(w_norm > 0.f) || !(g_norm > 0.f)) return make_float2(1.f, 0.f);
+    float trust = __fmul_rn(eta, __fdiv_rn(w_norm, __fadd_rn(__fmaf_rn(w_norm, wd, g_norm), eps)));
+    if (clip_lr != 0) trust = fminf(__fdiv_rn(trust, lr), 1.f);
+    return make_float2(trust, wd);
+}
 
 // AdamW (decoupled decay): w *= 1 - lr*wd; m = b1*m + (1-b1)*g; v = b2*v + ((1-b2)*g)*g;
 // w -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps), with step_size = lr / (1 - b1^t) and
@@ -127,6 +169,13 @@ __device__ __forceinline__ float sum_squares4(float4 v, float acc) {
     return __fmaf_rn(v.w, v.w, acc);
 }
 
+__device__ __forceinline__ float dot4(float4 a, float4 b, float acc) {
+    acc = __fmaf_rn(a.x, b.x, acc);
+    acc = __fmaf_rn(a.y, b.y, acc);
+    acc = __fmaf_rn(a.z, b.z, acc);
+    return __fmaf_rn(a.w, b.w, acc);
+}
+
 }  // namespace nc_optim
 
 // teacher[i] <- m * teacher[i] + (1 - m) * student[i] over n elements: a grid-stride loop of float4 pairs (two per
@@ -151,41 +200,53 @@ extern "C" __global__ void nc_optim_ema(float* __restrict__ teacher, const float
     }
 }
 
-// Per chunk: partial_g[chunk] = sum g^2 and, when partial_w != null, partial_w[chunk] = sum w^2 (one block per chunk).
+// Per chunk: partial_g[chunk] = sum g^2; when partial_w != null, partial_w[chunk] = sum w^2; when partial_gw != null
+// (LARS, SimCLR form), partial_gw[chunk] = sum g*w (one block per chunk).
 extern "C" __global__ void nc_optim_chunk_sum_squares(const float* __restrict__ values, const float* __restrict__ gradients,
                                                       const int4* __restrict__ chunks, float* __restrict__ partial_w,
-                                                      float* __restrict__ partial_g) {
+                                                      float* __restrict__ partial_g, float* __restrict__ partial_gw) {
     __shared__ float scratch[NC_WARP];
     const nc_optim::Chunk c = nc_optim::read_chunk(chunks, 0);
     const float* g = gradients + c.offset;
     const float* w = values + c.offset;
     const bool with_weights = partial_w != nullptr;
+    const bool with_dot = partial_gw != nullptr;
     const int vectors = c.length >> 2;
-    float sw = 0.f, sg = 0.f;
+    float sw = 0.f, sg = 0.f, sgw = 0.f;
     for (int i = threadIdx.x; i < vectors; i += blockDim.x) {
-        sg = nc_optim::sum_squares4(nc::load4(g + 4 * i), sg);
-        if (with_weights) sw = nc_optim::sum_squares4(nc::load4(w + 4 * i), sw);
+        const float4 gv = nc::load4(g + 4 * i);
+        sg = nc_optim::sum_squares4(gv, sg);
+        if (with_weights) {
+            const float4 wv = nc::load4(w + 4 * i);
+            sw = nc_optim::sum_squares4(wv, sw);
+            if (with_dot) sgw = nc_optim::dot4(gv, wv, sgw);
+        }
     }
     for (int i = 4 * vectors + threadIdx.x; i < c.length; i += blockDim.x) {
         sg = __fmaf_rn(g[i], g[i], sg);
         if (with_weights) sw = __fmaf_rn(w[i], w[i], sw);
+        if (with_dot) sgw = __fmaf_rn(g[i], w[i], sgw);
     }
     sg = nc::block_sum(sg, scratch);
     if (with_weights) sw = nc::block_sum(sw, scratch);
+    if (with_dot) sgw = nc::block_sum(sgw, scratch);
     if (threadIdx.x == 0) {
         partial_g[blockIdx.x] = sg;
         if (with_weights) partial_w[blockIdx.x] = sw;
+        if (with_dot) partial_gw[blockIdx.x] = sgw;
     }
 }
 
 // One block (a multiple of 32 threads): reduces every chunk's sum g^2 to the global gradient norm and the clip scale
 // min(1, max_norm / (norm + 1e-6)) (1 when max_norm <= 0; NaN when the norm is NaN), written to scalars[0] and scalars[1]; then, when
-// trust != null, one warp per segment turns the segment's partial sums into its LARS trust ratio
-// eta*||w|| / (||c*g|| + wd*||w||) (1 for excluded segments, or when ||w|| or ||g|| is 0).
+// trust != null, one warp per segment turns the segment's partial sums into its LARS trust ratio and applied weight
+// decay (nc_optim::lars_trust), written to trust[s] and applied_decay[s]. partial_gw may be null (solo-learn form).
 extern "C" __global__ void nc_optim_finalize_norms(const float* __restrict__ partial_w, const float* __restrict__ partial_g,
-                                                   int chunk_count, const int4* __restrict__ segments, int segment_count,
-                                                   float max_norm, float eta, float weight_decay, int honour_exclusion,
-                                                   float* __restrict__ scalars, float* __restrict__ trust) {
+                                                   const float* __restrict__ partial_gw, int chunk_count,
+                                                   const int4* __restrict__ segments, int segment_count, float max_norm,
+                                                   int variant, float eta, float weight_decay, float eps, float lr,
+                                                   int clip_lr, int honour_exclusion, float* __restrict__ scalars,
+                                                   float* __restrict__ trust, float* __restrict__ applied_decay) {
     __shared__ float scratch[NC_WARP];
     float total = 0.f;
     for (int i = threadIdx.x; i < chunk_count; i += blockDim.x) total = __fadd_rn(total, partial_g[i]);
@@ -202,20 +263,20 @@ extern "C" __global__ void nc_optim_finalize_norms(const float* __restrict__ par
     const int lane = threadIdx.x % NC_WARP, warp = threadIdx.x / NC_WARP, warps = blockDim.x / NC_WARP;
     for (int s = warp; s < segment_count; s += warps) {
         const int4 seg = segments[s];
-        float sw = 0.f, sg = 0.f;
+        float sw = 0.f, sg = 0.f, sgw = 0.f;
         for (int i = seg.x + lane; i < seg.x + seg.y; i += NC_WARP) {
             sw = __fadd_rn(sw, partial_w[i]);
             sg = __fadd_rn(sg, partial_g[i]);
+            if (partial_gw != nullptr) sgw = __fadd_rn(sgw, partial_gw[i]);
         }
         sw = nc::warp_sum(sw);
         sg = nc::warp_sum(sg);
+        sgw = nc::warp_sum(sgw);
         if (lane == 0) {
-            const float w_norm = __fsqrt_rn(sw);
-            const float g_norm = __fmul_rn(scale, __fsqrt_rn(sg));
             const bool excluded = honour_exclusion != 0 && (seg.z & nc_optim::kExcludedFromDecay) != 0;
-            trust[s] = excluded || !(w_norm > 0.f) || !(g_norm > 0.f)
-                ? 1.f
-                : __fdiv_rn(__fmul_rn(eta, w_norm), __fmaf_rn(weight_decay, w_norm, g_norm));
+            const float2 r = nc_optim::lars_trust(variant, excluded, scale, sw, sg, sgw, eta, weight_decay, eps, lr, clip_lr);
+            trust[s] = r.x;
+            applied_decay[s] = r.y;
         }
     }
 }
@@ -234,18 +295,23 @@ extern "C" __global__ void nc_optim_sgd(float* __restrict__ values, const float*
                          __fsub_rn(1.f, teacher_momentum));
 }
 
-// LARS over the chunks; trust (nullable: all 1) holds one ratio per segment from nc_optim_finalize_norms.
+// LARS over the chunks in either form (variant 0: SimCLR, 1: solo-learn); trust and applied_decay hold one value per
+// segment from nc_optim_finalize_norms, so exclusion and skipped segments are already folded into them.
 extern "C" __global__ void nc_optim_lars(float* __restrict__ values, const float* __restrict__ gradients,
                                          float* __restrict__ velocity, float* __restrict__ teacher,
                                          const int4* __restrict__ chunks, const float* __restrict__ clip,
-                                         const float* __restrict__ trust, float lr, float momentum, float weight_decay,
-                                         int nesterov, int honour_exclusion, float teacher_momentum) {
-    const nc_optim::Chunk c = nc_optim::read_chunk(chunks, honour_exclusion);
-    const float ratio = trust != nullptr ? trust[c.segment] : 1.f;
-    const nc_optim::Lars update{nc_optim::clip_scale(clip), __fmul_rn(lr, ratio), momentum, weight_decay,
-                                !c.excluded && weight_decay != 0.f, nesterov != 0};
-    nc_optim::step_chunk(c, values, gradients, velocity, teacher, update, teacher_momentum,
-                         __fsub_rn(1.f, teacher_momentum));
+                                         const float* __restrict__ trust, const float* __restrict__ applied_decay,
+                                         int variant, float lr, float momentum, int nesterov, float teacher_momentum) {
+    const nc_optim::Chunk c = nc_optim::read_chunk(chunks, 0);
+    const float ratio = trust[c.segment], wd = applied_decay[c.segment], scale = nc_optim::clip_scale(clip);
+    const float tm = teacher_momentum, one_minus_tm = __fsub_rn(1.f, teacher_momentum);
+    if (variant == nc_optim::kLarsSimClr) {
+        const nc_optim::Lars update{scale, __fmul_rn(lr, ratio), momentum, wd, nesterov != 0};
+        nc_optim::step_chunk(c, values, gradients, velocity, teacher, update, tm, one_minus_tm);
+    } else {
+        const nc_optim::SoloLars update{scale, ratio, lr, momentum, wd, nesterov != 0};
+        nc_optim::step_chunk(c, values, gradients, velocity, teacher, update, tm, one_minus_tm);
+    }
 }
 
 // AdamW over the chunks; the bias corrections arrive precomputed from the step count (see nc_optim::AdamW).

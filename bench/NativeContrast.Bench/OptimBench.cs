@@ -80,7 +80,8 @@ public sealed class OptimBench : IBenchSuite
         using var plan = new OptimizerPlan(student);
         var (w, g, s0, s1) = (values, student.Gradients, student.StateSlot(0), student.StateSlot(1));
         var sgd = new SgdStepArgs(0.03f, 0.9f, 1e-4f, false);
-        var lars = new LarsStepArgs(0.3f, 0.9f, 1e-6f, 0.001f, false);
+        var lars = new LarsStepArgs(0.3f, 0.9f, 1e-6f, 0.001f, false, LarsVariant.SimClr);
+        var soloLars = new LarsStepArgs(0.4f, 0.9f, 1e-4f, 0.02f, false, LarsVariant.SoloLearn, 1e-8f, ClipLearningRate: true);
         var adamw = new AdamWStepArgs(1e-4f, 0.9f, 0.999f, 1e-8f, 0.05f, 1);
         var plain = default(StepOptions);
         var withTeacher = new StepOptions(Teacher: teacherValues, TeacherMomentum: 0.996f);
@@ -93,7 +94,8 @@ public sealed class OptimBench : IBenchSuite
             context.Add(Record(kernel, "ours-unfused", timer.MedianMs(unfused, repetitions: repetitions), floatsPerElement, unfusedNote));
         }
         Step("sgd", 5, () => gpu.SgdStep(plan, w, g, s0, sgd, plain), () => gpu.SgdStep(plan, w, g, s0, sgd, plain, perView: true), "one launch per view");
-        Step("lars", 7, () => gpu.LarsStep(plan, w, g, s0, lars, plain), () => gpu.LarsStep(plan, w, g, s0, lars, plain, perView: true), "norm passes, then one step launch per view");
+        Step("lars", 7, () => gpu.LarsStep(plan, w, g, s0, lars, plain), () => gpu.LarsStep(plan, w, g, s0, lars, plain, perView: true), "SimCLR form: norm passes (with Σg·w), then one step launch per view");
+        Step("lars-solo", 7, () => gpu.LarsStep(plan, w, g, s0, soloLars, plain), () => gpu.LarsStep(plan, w, g, s0, soloLars, plain, perView: true), "solo-learn form: norm passes, then one step launch per view");
         Step("adamw", 7, () => gpu.AdamWStep(plan, w, g, s0, s1, adamw, plain), () => gpu.AdamWStep(plan, w, g, s0, s1, adamw, plain, perView: true), "one launch per view");
         Step(
             "sgd+clip",

@@ -28,7 +28,7 @@ public static class PreviewCommand
         var seed = new Option<ulong>("--seed") { Description = "Seed of the augmentations (and of the built-in set's rendering).", DefaultValueFactory = _ => 0 };
         var size = new Option<int?>("--size") { Description = "Large crop size; by default the images' shorter side, at most 224." };
         var imageSize = new Option<int?>("--image-size") { Description = "Side of the built-in images (default 32) or of a folder's cached images (default 96)." };
-        var output = new Option<string>("--out") { Description = "PNG file to write.", DefaultValueFactory = _ => "preview.png" };
+        var output = new Option<string>("--out") { Description = "Image file to write: PNG, or JPEG when it ends in .jpg or .jpeg.", DefaultValueFactory = _ => "preview.png" };
         var command = new Command("preview", "Write a PNG grid of images and their augmented views for a data set and an augmentation preset.")
         {
             dataset, dataDir, split, preset, count, views, seed, size, imageSize, output,

@@ -54,14 +54,23 @@ public sealed partial class CpuBackend
     public void LarsStep(OptimizerPlan plan, Tensor values, Tensor gradients, Tensor velocity, LarsStepArgs args, StepOptions options = default)
     {
         OptimChecks.Step(plan, this, options, values, gradients, velocity);
+        OptimChecks.Lars(args);
         var (w, g, v, t) = (CpuArray(values), CpuArray(gradients), CpuArray(velocity), Teacher(options));
         var scale = ComputeNorms(plan, w, g, options.MaxGradientNorm, args, !options.DecayBiasAndNorm);
-        var trust = CpuArray(plan.TrustRatios);
+        var (trust, decay) = (CpuArray(plan.TrustRatios), CpuArray(plan.AppliedWeightDecay));
         var (tm, oneMinusTm) = (options.TeacherMomentum, 1f - options.TeacherMomentum);
-        ForEachChunk(plan, !options.DecayBiasAndNorm, (offset, length, segment, excluded) =>
+        ForEachChunk(plan, honourExclusion: false, (offset, length, segment, _) =>
         {
-            var decay = !excluded && args.WeightDecay != 0f;
-            LarsChunk(w.AsSpan(offset, length), g.AsSpan(offset, length), v.AsSpan(offset, length), scale, args.LearningRate * trust[segment], args.Momentum, args.WeightDecay, decay, args.Nesterov);
+            Span<float> ws = w.AsSpan(offset, length), vs = v.AsSpan(offset, length);
+            ReadOnlySpan<float> gs = g.AsSpan(offset, length);
+            if (args.Variant == LarsVariant.SimClr)
+            {
+                LarsChunk(ws, gs, vs, scale, args.LearningRate * trust[segment], args.Momentum, decay[segment], args.Nesterov);
+            }
+            else
+            {
+                SoloLarsChunk(ws, gs, vs, scale, trust[segment], args.LearningRate, args.Momentum, decay[segment], args.Nesterov);
+            }
             if (t.Array is not null)
             {
                 Ema(t.AsSpan(offset, length), w.AsSpan(offset, length), tm, oneMinusTm);
@@ -107,13 +116,15 @@ public sealed partial class CpuBackend
 
     /// <summary>
     /// The norm passes: per-chunk sums of squares, the global gradient norm and clip scale (into the plan's tensors),
-    /// and, for LARS, one trust ratio per segment. Returns the clip scale (1 when maxNorm is 0).
+    /// and, for LARS, one trust ratio and one applied weight decay per segment. Returns the clip scale (1 when maxNorm is 0).
     /// </summary>
     private static float ComputeNorms(OptimizerPlan plan, ArraySegment<float>? weights, ArraySegment<float> gradients, float maxNorm, LarsStepArgs? lars, bool honourExclusion)
     {
         var chunks = plan.Chunks;
         var pw = CpuArray(plan.WeightPartials);
         var pg = CpuArray(plan.GradientPartials);
+        var pgw = CpuArray(plan.GradientWeightPartials);
+        var withDot = lars is { Variant: LarsVariant.SimClr };
         CpuParallel.For(plan.ChunkCount, plan.ChunkLength * 2L, (start, end) =>
         {
             for (var c = start; c < end; c++)
@@ -123,6 +134,10 @@ public sealed partial class CpuBackend
                 if (weights is { } w)
                 {
                     pw[c] = TensorPrimitives.SumOfSquares<float>(w.AsSpan(offset, length));
+                    if (withDot)
+                    {
+                        pgw[c] = TensorPrimitives.Dot<float>(gradients.AsSpan(offset, length), w.AsSpan(offset, length));
+                    }
                 }
             }
         });
@@ -138,25 +153,60 @@ public sealed partial class CpuBackend
         Cpu(plan.ClipScale)[0] = scale;
         if (lars is { } args)
         {
-            var trust = Cpu(plan.TrustRatios);
+            Span<float> trust = Cpu(plan.TrustRatios), decay = Cpu(plan.AppliedWeightDecay);
             for (var s = 0; s < plan.Segments.Count; s++)
             {
                 var (first, count) = plan.ChunksOf(s);
-                double sw = 0, sg = 0;
+                double sw = 0, sg = 0, sgw = 0;
                 for (var c = first; c < first + count; c++)
                 {
                     sw += pw[c];
                     sg += pg[c];
+                    sgw += withDot ? pgw[c] : 0f;
                 }
-                var weightNorm = (float)Math.Sqrt(sw);
-                var gradientNorm = scale * (float)Math.Sqrt(sg);
                 var excluded = honourExclusion && (plan.SegmentTable[(s * OptimizerPlan.EntryInts) + 2] & OptimizerPlan.ExcludedFromDecay) != 0;
-                trust[s] = excluded || !(weightNorm > 0f) || !(gradientNorm > 0f)
-                    ? 1f
-                    : args.TrustCoefficient * weightNorm / MathF.FusedMultiplyAdd(args.WeightDecay, weightNorm, gradientNorm);
+                (trust[s], decay[s]) = args.Variant == LarsVariant.SimClr
+                    ? SimClrTrust(args, excluded, scale, (float)sw, (float)sg, (float)sgw)
+                    : SoloLearnTrust(args, excluded, scale, (float)sw, (float)sg);
             }
         }
         return scale;
+    }
+
+    /// <summary>
+    /// SimCLR's ratio η‖w‖/‖c·g + wd·w‖, the denominator expanded as c²Σg² + 2c·wd·Σgw + wd²Σw² (clamped at 0) so that
+    /// one pass over the arena serves any clip scale. The decay is wd unless excluded; the ratio is 1 when excluded or a norm is 0.
+    /// Mirrors nc_optim_finalize_norms expression for expression.
+    /// </summary>
+    private static (float Trust, float Decay) SimClrTrust(LarsStepArgs args, bool excluded, float scale, float sw, float sg, float sgw)
+    {
+        var wd = excluded ? 0f : args.WeightDecay;
+        var weightNorm = MathF.Sqrt(sw);
+        var decayedSquares = MathF.FusedMultiplyAdd(scale, MathF.FusedMultiplyAdd(scale, sg, 2f * wd * sgw), wd * wd * sw);
+        var decayedNorm = MathF.Sqrt(MathF.Max(decayedSquares, 0f));
+        var trust = excluded || !(weightNorm > 0f) || !(decayedNorm > 0f) ? 1f : args.TrustCoefficient * weightNorm / decayedNorm;
+        return (trust, wd);
+    }
+
+    /// <summary>
+    /// solo-learn's ratio η·‖w‖/(‖c·g‖ + wd‖w‖ + ε) (min(r/lr, 1) with clip_lr); a view that is excluded or has a zero
+    /// norm is skipped: ratio 1 and no decay. Mirrors nc_optim_finalize_norms expression for expression.
+    /// </summary>
+    private static (float Trust, float Decay) SoloLearnTrust(LarsStepArgs args, bool excluded, float scale, float sw, float sg)
+    {
+        var weightNorm = MathF.Sqrt(sw);
+        var gradientNorm = scale * MathF.Sqrt(sg);
+        if (excluded || !(weightNorm > 0f) || !(gradientNorm > 0f))
+        {
+            return (1f, 0f);
+        }
+        var trust = args.TrustCoefficient * (weightNorm / (MathF.FusedMultiplyAdd(weightNorm, args.WeightDecay, gradientNorm) + args.Epsilon));
+        if (args.ClipLearningRate)
+        {
+            // r / 0 is +inf, so a zero learning rate clips to 1, as in the reference.
+            trust = MathF.Min(trust / args.LearningRate, 1f);
+        }
+        return (trust, args.WeightDecay);
     }
 
     /// <summary>teacher ← fma(m, teacher, (1 − m)·student).</summary>
@@ -213,8 +263,10 @@ public sealed partial class CpuBackend
         }
     }
 
-    private static void LarsChunk(Span<float> w, ReadOnlySpan<float> g, Span<float> v, float scale, float scaledLr, float mu, float wd, bool decay, bool nesterov)
+    /// <summary>SimCLR's form: g' = c·g (+ wd·w), v ← μ·v + (lr·trust)·g', w ← w − (Nesterov ? μ·v + (lr·trust)·g' : v).</summary>
+    private static void LarsChunk(Span<float> w, ReadOnlySpan<float> g, Span<float> v, float scale, float scaledLr, float mu, float wd, bool nesterov)
     {
+        var decay = wd != 0f;
         var i = 0;
         if (Vector.IsHardwareAccelerated)
         {
@@ -245,6 +297,43 @@ public sealed partial class CpuBackend
             v[i] = MathF.FusedMultiplyAdd(mu, v[i], step);
             var update = nesterov ? MathF.FusedMultiplyAdd(mu, v[i], step) : v[i];
             w[i] -= update;
+        }
+    }
+
+    /// <summary>solo-learn's form: d = trust·(c·g (+ wd·w)), b ← μ·b + d, w ← w − lr·(Nesterov ? d + μ·b : b).</summary>
+    private static void SoloLarsChunk(Span<float> w, ReadOnlySpan<float> g, Span<float> b, float scale, float trust, float lr, float mu, float wd, bool nesterov)
+    {
+        var decay = wd != 0f;
+        var i = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            var (scaleV, trustV, lrV, muV, wdV) = (new Vector<float>(scale), new Vector<float>(trust), new Vector<float>(-lr), new Vector<float>(mu), new Vector<float>(wd));
+            for (; i <= w.Length - Vector<float>.Count; i += Vector<float>.Count)
+            {
+                var wi = new Vector<float>(w[i..]);
+                var d = new Vector<float>(g[i..]) * scaleV;
+                if (decay)
+                {
+                    d = Vector.FusedMultiplyAdd(wdV, wi, d);
+                }
+                d *= trustV;
+                var bi = Vector.FusedMultiplyAdd(muV, new Vector<float>(b[i..]), d);
+                var direction = nesterov ? Vector.FusedMultiplyAdd(muV, bi, d) : bi;
+                Vector.FusedMultiplyAdd(lrV, direction, wi).CopyTo(w[i..]);
+                bi.CopyTo(b[i..]);
+            }
+        }
+        for (; i < w.Length; i++)
+        {
+            var d = g[i] * scale;
+            if (decay)
+            {
+                d = MathF.FusedMultiplyAdd(wd, w[i], d);
+            }
+            d *= trust;
+            b[i] = MathF.FusedMultiplyAdd(mu, b[i], d);
+            var direction = nesterov ? MathF.FusedMultiplyAdd(mu, b[i], d) : b[i];
+            w[i] = MathF.FusedMultiplyAdd(-lr, direction, w[i]);
         }
     }
 

@@ -70,14 +70,16 @@ public sealed partial class CudaBackend
     internal unsafe void LarsStep(OptimizerPlan plan, Tensor values, Tensor gradients, Tensor velocity, LarsStepArgs args, StepOptions options, bool perView)
     {
         OptimChecks.Step(plan, this, options, values, gradients, velocity);
+        OptimChecks.Lars(args);
         Context.MakeCurrent();
         ulong w = Aligned(values), g = Aligned(gradients), v = Aligned(velocity), t = TeacherPointer(options);
         var clip = LaunchNorms(plan, w, g, options.MaxGradientNorm, args, !options.DecayBiasAndNorm);
-        var trust = plan.TrustRatios.DevicePointer();
-        float lr = args.LearningRate, mu = args.Momentum, wd = args.WeightDecay, tm = options.TeacherMomentum;
-        int nesterov = args.Nesterov ? 1 : 0, honour = options.DecayBiasAndNorm ? 0 : 1;
+        ulong trust = plan.TrustRatios.DevicePointer(), decay = plan.AppliedWeightDecay.DevicePointer();
+        var variant = (int)args.Variant;
+        float lr = args.LearningRate, mu = args.Momentum, tm = options.TeacherMomentum;
+        var nesterov = args.Nesterov ? 1 : 0;
         ulong chunks = 0;
-        void** arguments = stackalloc void*[] { &w, &g, &v, &t, &chunks, &clip, &trust, &lr, &mu, &wd, &nesterov, &honour, &tm };
+        void** arguments = stackalloc void*[] { &w, &g, &v, &t, &chunks, &clip, &trust, &decay, &variant, &lr, &mu, &nesterov, &tm };
         LaunchOverChunks(Kernel("nc_optim_lars"), plan, &chunks, arguments, perView);
     }
 
@@ -129,29 +131,38 @@ public sealed partial class CudaBackend
     }
 
     /// <summary>
-    /// The norm passes: per-chunk sums of squares (of the weights too for LARS), then one block for the global gradient
-    /// norm, the clip scale and the trust ratios. Returns the device address of the clip scale, or 0 without clipping.
+    /// The norm passes: per-chunk sums of squares (of the weights too for LARS, and Σ g·w for its SimCLR form), then one
+    /// block for the global gradient norm, the clip scale, the trust ratios and the applied weight decay. Returns the
+    /// device address of the clip scale, or 0 without clipping.
     /// </summary>
     private unsafe ulong LaunchNorms(OptimizerPlan plan, ulong values, ulong gradients, float maxNorm, LarsStepArgs? lars, bool honourExclusion)
     {
         ulong chunks = plan.ChunkTable.DevicePointer();
         ulong weightPartials = lars is null ? 0 : plan.WeightPartials.DevicePointer();
         ulong gradientPartials = plan.GradientPartials.DevicePointer();
+        ulong dotPartials = lars is { Variant: LarsVariant.SimClr } ? plan.GradientWeightPartials.DevicePointer() : 0;
         ulong weights = lars is null ? gradients : values;
         if (plan.ChunkCount > 0)
         {
-            void** partialArgs = stackalloc void*[] { &weights, &gradients, &chunks, &weightPartials, &gradientPartials };
+            void** partialArgs = stackalloc void*[] { &weights, &gradients, &chunks, &weightPartials, &gradientPartials, &dotPartials };
             Kernel("nc_optim_chunk_sum_squares").Launch(plan.ChunkCount, OptimThreads, 0, Stream, partialArgs);
         }
         var chunkCount = plan.ChunkCount;
         ulong segments = plan.SegmentTableTensor.DevicePointer();
         var segmentCount = plan.Segments.Count;
         var norm = maxNorm;
-        float eta = lars?.TrustCoefficient ?? 0f, wd = lars?.WeightDecay ?? 0f;
+        var variant = (int)(lars?.Variant ?? LarsVariant.SimClr);
+        float eta = lars?.TrustCoefficient ?? 0f, wd = lars?.WeightDecay ?? 0f, eps = lars?.Epsilon ?? 0f, lr = lars?.LearningRate ?? 0f;
+        var clipLr = lars is { ClipLearningRate: true } ? 1 : 0;
         var honour = honourExclusion ? 1 : 0;
         ulong scalars = plan.GradientNorm.DevicePointer();
         ulong trust = lars is null ? 0 : plan.TrustRatios.DevicePointer();
-        void** finalizeArgs = stackalloc void*[] { &weightPartials, &gradientPartials, &chunkCount, &segments, &segmentCount, &norm, &eta, &wd, &honour, &scalars, &trust };
+        ulong decay = lars is null ? 0 : plan.AppliedWeightDecay.DevicePointer();
+        void** finalizeArgs = stackalloc void*[]
+        {
+            &weightPartials, &gradientPartials, &dotPartials, &chunkCount, &segments, &segmentCount, &norm,
+            &variant, &eta, &wd, &eps, &lr, &clipLr, &honour, &scalars, &trust, &decay,
+        };
         Kernel("nc_optim_finalize_norms").Launch(1, FinalizeThreads, 0, Stream, finalizeArgs);
         return maxNorm > 0f ? plan.ClipScale.DevicePointer() : 0UL;
     }

@@ -30,9 +30,14 @@ public partial interface IBackend
     void SgdStep(OptimizerPlan plan, Tensor values, Tensor gradients, Tensor momentumBuffer, SgdStepArgs args, StepOptions options = default);
 
     /// <summary>
-    /// LARS as SimCLR uses it: g' = c·g + wd·w, trust = η·‖w‖ / (‖c·g‖ + wd·‖w‖) per view (1 for excluded views, or when
-    /// either norm is 0), v ← μ·v + lr·trust·g', w ← w − (Nesterov ? μ·v + lr·trust·g' : v). The learning rate sits inside
-    /// the velocity, as in SimCLR's optimiser. Trust ratios are left in <see cref="OptimizerPlan.TrustRatios"/>.
+    /// LARS in one of two named forms (<see cref="LarsStepArgs.Variant"/>); c is the clip scale (1 without clipping).
+    /// <see cref="LarsVariant.SimClr"/> (SimCLR's TensorFlow optimiser): g' = c·g + wd·w, trust = η·‖w‖ / ‖g'‖ (1 when
+    /// excluded or either norm is 0), v ← μ·v + lr·trust·g', w ← w − (Nesterov ? μ·v + lr·trust·g' : v): the learning
+    /// rate sits inside the velocity. <see cref="LarsVariant.SoloLearn"/> (solo-learn's PyTorch LARS, LARC's ratio):
+    /// r = η·‖w‖ / (‖c·g‖ + wd·‖w‖ + ε), optionally min(r / lr, 1), d = r·(c·g + wd·w), but d = c·g (no decay, no
+    /// adaptation) when excluded or when ‖w‖ or ‖c·g‖ is 0; b ← μ·b + d, w ← w − lr·(Nesterov ? d + μ·b : b): the
+    /// learning rate is applied outside the buffer. The ratios and the decay each view received are left in
+    /// <see cref="OptimizerPlan.TrustRatios"/> and <see cref="OptimizerPlan.AppliedWeightDecay"/>.
     /// </summary>
     void LarsStep(OptimizerPlan plan, Tensor values, Tensor gradients, Tensor velocity, LarsStepArgs args, StepOptions options = default);
 
@@ -46,8 +51,22 @@ public partial interface IBackend
 /// <summary>Per-step scalars of <see cref="IBackend.SgdStep"/>.</summary>
 public readonly record struct SgdStepArgs(float LearningRate, float Momentum, float WeightDecay, bool Nesterov);
 
-/// <summary>Per-step scalars of <see cref="IBackend.LarsStep"/>; TrustCoefficient is η (0.001 in SimCLR).</summary>
-public readonly record struct LarsStepArgs(float LearningRate, float Momentum, float WeightDecay, float TrustCoefficient, bool Nesterov);
+/// <summary>The two published LARS forms; they differ in the trust ratio, where the learning rate goes, and what a zero norm skips.</summary>
+public enum LarsVariant
+{
+    /// <summary>google-research/simclr lars_optimizer.py (classic momentum): trust η‖w‖/‖g + wd·w‖, lr inside the velocity.</summary>
+    SimClr,
+
+    /// <summary>solo-learn solo/utils/lars.py: trust η‖w‖/(‖g‖ + wd‖w‖ + ε), lr outside the buffer, optional clip_lr, zero norms skip decay.</summary>
+    SoloLearn,
+}
+
+/// <summary>Per-step scalars of <see cref="IBackend.LarsStep"/>; TrustCoefficient is η (0.001 in SimCLR, 0.02 in solo-learn's recipes).</summary>
+/// <param name="Epsilon">ε of the solo-learn denominator (1e-8, the reference's default; unused by the SimCLR form).</param>
+/// <param name="ClipLearningRate">solo-learn's clip_lr: the ratio becomes min(r / lr, 1) (unused by the SimCLR form).</param>
+public readonly record struct LarsStepArgs(
+    float LearningRate, float Momentum, float WeightDecay, float TrustCoefficient, bool Nesterov,
+    LarsVariant Variant = LarsVariant.SimClr, float Epsilon = 1e-8f, bool ClipLearningRate = false);
 
 /// <summary>Per-step scalars of <see cref="IBackend.AdamWStep"/>; Step is the 1-based count the bias corrections use.</summary>
 public readonly record struct AdamWStepArgs(float LearningRate, float Beta1, float Beta2, float Epsilon, float WeightDecay, long Step)
@@ -92,6 +111,7 @@ public sealed class OptimizerPlan : IDisposable
 
     private readonly Tensor _tables;
     private readonly Tensor _scalars;
+    private readonly Tensor _larsResults;
 
     /// <param name="chunkLength">Elements per chunk, a positive multiple of <see cref="ArenaLayout.AlignmentElements"/>; small values exercise chunk boundaries in tests.</param>
     public OptimizerPlan(ParameterArena arena, int chunkLength = DefaultChunkLength)
@@ -138,7 +158,11 @@ public sealed class OptimizerPlan : IDisposable
         _scalars = Backend.Allocate(new TensorShape(2), "gradient norm and clip scale");
         GradientNorm = _scalars.View(0, new TensorShape(1), "gradient norm");
         ClipScale = _scalars.View(1, new TensorShape(1), "clip scale");
-        TrustRatios = Backend.Allocate(new TensorShape(Math.Max(1, Segments.Count)), "LARS trust ratios");
+        GradientWeightPartials = Backend.Allocate(new TensorShape(Math.Max(1, ChunkCount)), "per-chunk sum of gradient times weight");
+        var perSegment = Math.Max(1, Segments.Count);
+        _larsResults = Backend.Allocate(new TensorShape(2 * perSegment), "LARS trust ratios and applied weight decay");
+        TrustRatios = _larsResults.View(0, new TensorShape(perSegment), "LARS trust ratios");
+        AppliedWeightDecay = _larsResults.View(perSegment, new TensorShape(perSegment), "LARS applied weight decay");
     }
 
     public IBackend Backend { get; }
@@ -162,6 +186,12 @@ public sealed class OptimizerPlan : IDisposable
     /// <summary>One LARS trust ratio per segment, written by <see cref="IBackend.LarsStep"/>.</summary>
     public Tensor TrustRatios { get; }
 
+    /// <summary>
+    /// The weight decay each segment received in the last <see cref="IBackend.LarsStep"/>: wd, or 0 where the view is
+    /// excluded or (solo-learn form) skipped for a zero norm. The step kernel reads it, so both forms share one update.
+    /// </summary>
+    public Tensor AppliedWeightDecay { get; }
+
     /// <summary>Host copy of the chunk table: (offset, length, segment, flags) per chunk.</summary>
     internal int[] Chunks { get; }
 
@@ -176,6 +206,9 @@ public sealed class OptimizerPlan : IDisposable
 
     internal Tensor GradientPartials { get; }
 
+    /// <summary>Per-chunk Σ g·w: with Σ g² and Σ w² it gives the SimCLR form's ‖c·g + wd·w‖ for any clip scale c.</summary>
+    internal Tensor GradientWeightPartials { get; }
+
     /// <summary>First chunk and chunk count of segment <paramref name="segment"/>.</summary>
     internal (int First, int Count) ChunksOf(int segment) => (SegmentTable[segment * EntryInts], SegmentTable[(segment * EntryInts) + 1]);
 
@@ -184,8 +217,9 @@ public sealed class OptimizerPlan : IDisposable
         _tables.Dispose();
         WeightPartials.Dispose();
         GradientPartials.Dispose();
+        GradientWeightPartials.Dispose();
         _scalars.Dispose();
-        TrustRatios.Dispose();
+        _larsResults.Dispose();
     }
 }
 
@@ -222,6 +256,18 @@ internal static class OptimChecks
         if (!(options.MaxGradientNorm >= 0f) || float.IsInfinity(options.MaxGradientNorm))
         {
             throw new ArgumentOutOfRangeException(nameof(options), $"max gradient norm {options.MaxGradientNorm} must be finite and >= 0 (0: no clipping)");
+        }
+    }
+
+    public static void Lars(LarsStepArgs args)
+    {
+        if (!Enum.IsDefined(args.Variant))
+        {
+            throw new ArgumentOutOfRangeException(nameof(args), $"LARS variant {(int)args.Variant} is neither SimClr nor SoloLearn");
+        }
+        if (!(args.Epsilon >= 0f) || float.IsInfinity(args.Epsilon))
+        {
+            throw new ArgumentOutOfRangeException(nameof(args), $"LARS epsilon {args.Epsilon} must be finite and >= 0");
         }
     }
 

@@ -15,20 +15,20 @@ public static class AugmentationPreview
     public static byte[] RenderPng(IImageDataset dataset, AugmentationPreset preset, int count, int views, ulong seed, int epoch = 0)
     {
         var (pixels, height, width) = RenderGrid(dataset, preset, count, views, seed, epoch);
-        return Stb.EncodePng(pixels, height, width, 3);
+        return ImageCodec.EncodePng(pixels, height, width);
     }
 
-    /// <summary>Writes the grid to <paramref name="path"/> and returns its (height, width).</summary>
+    /// <summary>Writes the grid to <paramref name="path"/> (JPEG when it ends in .jpg or .jpeg, else PNG) and returns its (height, width).</summary>
     public static (int Height, int Width) Write(string path, IImageDataset dataset, AugmentationPreset preset, int count, int views, ulong seed, int epoch = 0)
     {
         var (pixels, height, width) = RenderGrid(dataset, preset, count, views, seed, epoch);
-        var png = Stb.EncodePng(pixels, height, width, 3);
+        var encoded = ImageCodec.EncodeForPath(path, pixels, height, width);
         var directory = Path.GetDirectoryName(Path.GetFullPath(path));
         if (directory is not null)
         {
             Directory.CreateDirectory(directory);
         }
-        File.WriteAllBytes(path, png);
+        File.WriteAllBytes(path, encoded);
         return (height, width);
     }
 

@@ -11,7 +11,7 @@ public sealed record SkippedImage(string Path, string Reason);
 public sealed record FolderImport(PackedImageDataset Dataset, string CachePath, bool ReusedCache, IReadOnlyList<SkippedImage> Skipped);
 
 /// <summary>
-/// Image folders, decoded once through stb_image into a packed cache file that training memory-maps, so later runs
+/// Image folders, decoded once through ImageSharp (<see cref="ImageCodec"/>) into a packed cache file that training memory-maps, so later runs
 /// and epochs never decode again. A folder with subfolders is labelled (one class per subfolder, sorted by ordinal
 /// name, files at the top level ignored, as torchvision's ImageFolder); a folder without is one unlabelled set.
 /// Each image is resized so its shorter side is <c>size</c> (bilinear, antialiased) and centre-cropped to size x size:
@@ -25,9 +25,10 @@ public sealed record FolderImport(PackedImageDataset Dataset, string CachePath, 
 /// </remarks>
 public static class ImageFolderDataset
 {
+    /// <summary>The formats <see cref="ImageCodec"/> decodes.</summary>
     public static readonly IReadOnlySet<string> Extensions = new HashSet<string>(StringComparer.OrdinalIgnoreCase)
     {
-        ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".psd", ".ppm", ".pgm", ".pnm",
+        ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".ppm", ".pgm", ".pbm", ".pnm", ".tif", ".tiff", ".webp",
     };
 
     private static readonly byte[] Magic = "NCIMGv1\0"u8.ToArray();
@@ -177,6 +178,8 @@ public static class ImageFolderDataset
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         hash.AppendData(Encoding.UTF8.GetBytes($"size={size}\n"));
+        // JPEG decoders differ in chroma upsampling: a cache another decoder filled is not reused.
+        hash.AppendData(Encoding.UTF8.GetBytes($"decoder={ImageCodec.DecoderName}\n"));
         foreach (var f in files)
         {
             var info = new FileInfo(f);
@@ -292,7 +295,7 @@ public static class ImageFolderDataset
         {
             return ([], $"unreadable ({e.Message})");
         }
-        var pixels = Stb.Decode(encoded, 3, out var height, out var width, out var error);
+        var pixels = ImageCodec.DecodeRgb(encoded, out var height, out var width, out var error);
         if (pixels is null)
         {
             return ([], $"undecodable ({error})");

@@ -2,7 +2,7 @@ namespace NativeContrast.Tests.Data;
 
 using NativeContrast.Data;
 
-/// <summary>Image folders: decoded once through stb into a memory-mapped cache, undecodable files skipped and listed.</summary>
+/// <summary>Image folders: decoded once through ImageSharp into a memory-mapped cache, undecodable files skipped and listed.</summary>
 public class ImageFolderTests : TemporaryFolderTest
 {
     private static void WritePng(string path, int height, int width, Func<int, int, (byte R, byte G, byte B)> colour)
@@ -17,20 +17,38 @@ public class ImageFolderTests : TemporaryFolderTest
             }
         }
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllBytes(path, Stb.EncodePng(pixels, height, width, 3));
+        File.WriteAllBytes(path, ImageCodec.EncodePng(pixels, height, width));
     }
 
     [Test]
-    public void StbRoundTripsAPng()
+    public void PngRoundTripsExactly()
     {
         var pixels = Enumerable.Range(0, 5 * 7 * 3).Select(i => (byte)(i * 11)).ToArray();
-        var png = Stb.EncodePng(pixels, 5, 7, 3);
+        var png = ImageCodec.EncodePng(pixels, 5, 7);
         Assert.That(png[..8], Is.EqualTo(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G', 0x0d, 0x0a, 0x1a, 0x0a }));
-        var decoded = Stb.Decode(png, 3, out var height, out var width, out var error);
+        var decoded = ImageCodec.DecodeRgb(png, out var height, out var width, out var error);
         Assert.That((height, width, error), Is.EqualTo((5, 7, (string?)null)));
         Assert.That(decoded, Is.EqualTo(pixels));
-        Assert.That(Stb.Decode("not an image"u8, 3, out _, out _, out var reason), Is.Null);
+        Assert.That(ImageCodec.DecodeRgb("not an image"u8, out _, out _, out var reason), Is.Null);
         Assert.That(reason, Is.Not.Empty);
+        Assert.That(() => ImageCodec.EncodePng(pixels, 5, 6), Throws.ArgumentException.With.Message.Contains("5x6"));
+    }
+
+    [Test]
+    public void JpegRoundTripsWithinTheCodecsRounding()
+    {
+        // A smooth image at quality 100 (ImageSharp writes 4:4:4 there): only quantisation and IDCT rounding remain.
+        var (height, width) = (24, 40);
+        var pixels = new byte[height * width * 3];
+        for (var i = 0; i < height * width; i++)
+        {
+            (pixels[3 * i], pixels[(3 * i) + 1], pixels[(3 * i) + 2]) = ((byte)(i % width * 6), (byte)(i / width * 10), 128);
+        }
+        var jpeg = ImageCodec.EncodeJpeg(pixels, height, width, quality: 100);
+        Assert.That(jpeg[..3], Is.EqualTo(new byte[] { 0xff, 0xd8, 0xff }), "a JPEG's SOI marker");
+        var decoded = ImageCodec.DecodeRgb(jpeg, out var h, out var w, out _);
+        Assert.That((h, w), Is.EqualTo((height, width)));
+        Assert.That(decoded!.Zip(pixels, (a, b) => Math.Abs(a - b)).Max(), Is.LessThanOrEqualTo(3));
     }
 
     [Test]
@@ -40,6 +58,7 @@ public class ImageFolderTests : TemporaryFolderTest
         WritePng(Path.Combine(root, "cat", "a.png"), 20, 40, (_, _) => (200, 10, 30));
         WritePng(Path.Combine(root, "cat", "b.png"), 16, 16, (y, x) => ((byte)(x * 16), (byte)(y * 16), 7));
         WritePng(Path.Combine(root, "dog", "c.png"), 30, 12, (_, _) => (5, 250, 60));
+        File.WriteAllBytes(Path.Combine(root, "dog", "d.jpg"), ImageCodec.EncodeJpeg([.. Enumerable.Repeat(new byte[] { 90, 140, 200 }, 16 * 24).SelectMany(p => p)], 16, 24, quality: 95));
         File.WriteAllBytes(Path.Combine(root, "dog", "broken.png"), [0x89, (byte)'P', (byte)'N', (byte)'G', 1, 2, 3, 4, 5]);
         File.WriteAllText(Path.Combine(root, "dog", "notes.txt"), "not an image");
         File.WriteAllText(Path.Combine(root, "top-level.png"), "ignored: labelled folders use subfolders");
@@ -52,13 +71,15 @@ public class ImageFolderTests : TemporaryFolderTest
             Assert.That(first.Skipped, Has.Count.EqualTo(1));
             Assert.That(first.Skipped[0].Path, Is.EqualTo(Path.Combine(root, "dog", "broken.png")));
             Assert.That(first.Skipped[0].Reason, Does.StartWith("undecodable"));
-            Assert.That(data.Count, Is.EqualTo(3));
+            Assert.That(data.Count, Is.EqualTo(4));
             Assert.That(data.Shape, Is.EqualTo(new ImageShape(8, 8, 3)));
             Assert.That(data.ClassNames, Is.EqualTo(new[] { "cat", "dog" }));
-            Assert.That(Enumerable.Range(0, 3).Select(data.GetLabel), Is.EqualTo(new[] { 0, 0, 1 }));
+            Assert.That(Enumerable.Range(0, 4).Select(data.GetLabel), Is.EqualTo(new[] { 0, 0, 1, 1 }));
             // A uniform image stays exactly its colour through the resize (weights sum to one) and the crop.
             Assert.That(data.GetImage(0).ToArray(), Is.EqualTo(Enumerable.Repeat(new byte[] { 200, 10, 30 }, 64).SelectMany(p => p).ToArray()));
             Assert.That(data.GetImage(2)[..3].ToArray(), Is.EqualTo(new byte[] { 5, 250, 60 }));
+            // A uniform JPEG comes back within the codec's rounding of its colour, resize and crop included.
+            Assert.That(data.GetImage(3).ToArray().Select((v, i) => Math.Abs(v - new[] { 90, 140, 200 }[i % 3])).Max(), Is.LessThanOrEqualTo(2));
             Assert.That(data.Store.IsMapped, Is.True);
             Assert.That(data.Stats.Mean[1], Is.GreaterThan(data.Stats.Mean[2]));
         }
@@ -69,7 +90,7 @@ public class ImageFolderTests : TemporaryFolderTest
             Assert.That(again.ReusedCache, Is.True, "the second open maps the cache without decoding");
             Assert.That(again.CachePath, Is.EqualTo(first.CachePath));
             Assert.That(again.Skipped.Select(s => s.Path), Is.EqualTo(first.Skipped.Select(s => s.Path)));
-            Assert.That(again.Dataset.Count, Is.EqualTo(3));
+            Assert.That(again.Dataset.Count, Is.EqualTo(4));
         }
 
         // Another size is another cache.

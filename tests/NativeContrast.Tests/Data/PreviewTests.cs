@@ -20,10 +20,26 @@ public class PreviewTests : TemporaryFolderTest
         Assert.That(BinaryPrimitives.ReadInt32BigEndian(png.AsSpan(20)), Is.EqualTo(height));
         // 32-pixel cells enlarged 3x to 96, 4 px gaps: 3 rows and 1 + 4 columns.
         Assert.That((height, width), Is.EqualTo((4 + (3 * 100), 8 + (5 * 100))));
-        var decoded = Stb.Decode(png, 3, out var h, out var w, out _);
+        var decoded = ImageCodec.DecodeRgb(png, out var h, out var w, out _);
         Assert.That((h, w), Is.EqualTo((height, width)));
         var (grid, _, _) = AugmentationPreview.RenderGrid(data, preset, 3, 4, 7);
         Assert.That(decoded, Is.EqualTo(grid));
+    }
+
+    [Test]
+    public void PreviewToAJpgPathWritesAJpegOfTheSameGrid()
+    {
+        using var data = BuiltinShapes.Create(10, 32, seed: 2);
+        var preset = AugmentationPresets.SimClr(32);
+        var path = PathOf("grid.jpg");
+        var (height, width) = AugmentationPreview.Write(path, data, preset, count: 2, views: 2, seed: 3);
+        var jpeg = File.ReadAllBytes(path);
+        Assert.That(jpeg[..3], Is.EqualTo(new byte[] { 0xff, 0xd8, 0xff }), "a JPEG's SOI marker");
+        var decoded = ImageCodec.DecodeRgb(jpeg, out var h, out var w, out _);
+        Assert.That((h, w), Is.EqualTo((height, width)));
+        var (grid, _, _) = AugmentationPreview.RenderGrid(data, preset, 2, 2, 3);
+        // Lossy at quality 90: close on average (sharp shape edges ring more), not bit-exact.
+        Assert.That(decoded!.Zip(grid, (a, b) => (double)Math.Abs(a - b)).Average(), Is.LessThan(4));
     }
 
     [Test]

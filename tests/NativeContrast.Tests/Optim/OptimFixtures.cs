@@ -98,18 +98,27 @@ internal static class OptimFixtures
         }
     }
 
-    /// <summary>The trust ratios η‖w‖/(‖c·g‖ + wd‖w‖) of every segment (1 when excluded or a norm is 0), in float64.</summary>
+    /// <summary>SimCLR's trust ratios η‖w‖/‖c·g + wd·w‖ of every segment (1 when excluded or a norm is 0), in float64.</summary>
     public static double[] TrustRatios(Segment[] segments, double[] w, double[] g, double eta, double wd, double clip = 1)
     {
         return segments.Select(s =>
         {
             var wn = Math.Sqrt(SumSquares(w, s));
-            var gn = clip * Math.Sqrt(SumSquares(g, s));
-            return s.Excluded || wn == 0 || gn == 0 ? 1 : eta * wn / (gn + (wd * wn));
+            double dn = 0;
+            for (var i = s.Offset; i < s.Offset + s.Length; i++)
+            {
+                var d = (clip * g[i]) + (s.Excluded ? 0 : wd * w[i]);
+                dn += d * d;
+            }
+            dn = Math.Sqrt(dn);
+            return s.Excluded || wn == 0 || dn == 0 ? 1 : eta * wn / dn;
         }).ToArray();
     }
 
-    /// <summary>SimCLR's LARS in float64, in place; returns the trust ratios it used.</summary>
+    /// <summary>
+    /// SimCLR's LARS (google-research/simclr lars_optimizer.py, classic momentum) in float64, in place: g' = c·g + wd·w,
+    /// v ← μ·v + lr·trust·g', w ← w − (Nesterov ? μ·v + lr·trust·g' : v). Returns the trust ratios it used.
+    /// </summary>
     public static double[] Lars(Segment[] segments, double[] w, double[] g, double[] v, double lr, double mu, double wd, double eta, bool nesterov, double clip = 1)
     {
         var trust = TrustRatios(segments, w, g, eta, wd, clip);
@@ -125,6 +134,42 @@ internal static class OptimFixtures
             }
         }
         return trust;
+    }
+
+    /// <summary>
+    /// solo-learn's LARS (solo/utils/lars.py, dampening 0) in float64, in place: r = η·‖w‖/(‖c·g‖ + ‖w‖·wd + ε), with clip_lr
+    /// r ← min(r/lr, 1), d = r·(c·g + wd·w) when the view is adapted, else d = c·g (excluded, or ‖w‖ or ‖c·g‖ zero);
+    /// b ← μ·b + d; w ← w − lr·(Nesterov ? d + μ·b : b). Returns the ratios (1 where skipped) and the decay each view got.
+    /// </summary>
+    public static (double[] Trust, double[] Decay) SoloLearnLars(
+        Segment[] segments, double[] w, double[] g, double[] b, double lr, double mu, double wd, double eta, double eps, bool clipLr, bool nesterov, double clip = 1)
+    {
+        var trust = new double[segments.Length];
+        var decay = new double[segments.Length];
+        for (var k = 0; k < segments.Length; k++)
+        {
+            var s = segments[k];
+            var wn = Math.Sqrt(SumSquares(w, s));
+            var gn = clip * Math.Sqrt(SumSquares(g, s));
+            var adapted = !s.Excluded && wn != 0 && gn != 0;
+            trust[k] = 1;
+            if (adapted)
+            {
+                trust[k] = eta * wn / (gn + (wn * wd) + eps);
+                if (clipLr)
+                {
+                    trust[k] = Math.Min(trust[k] / lr, 1);
+                }
+                decay[k] = wd;
+            }
+            for (var i = s.Offset; i < s.Offset + s.Length; i++)
+            {
+                var d = trust[k] * ((clip * g[i]) + (decay[k] * w[i]));
+                b[i] = (mu * b[i]) + d;
+                w[i] -= lr * (nesterov ? d + (mu * b[i]) : b[i]);
+            }
+        }
+        return (trust, decay);
     }
 
     /// <summary>torch.optim.AdamW in float64, in place; t is the 1-based step.</summary>
