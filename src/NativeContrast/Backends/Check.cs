@@ -29,6 +29,17 @@ internal static class Check
         }
     }
 
+    /// <summary>Rejects an output that shares elements with an input the op still reads while it writes.</summary>
+    public static void Disjoint(Tensor output, Tensor input, string why)
+    {
+        if (ReferenceEquals(output.Storage, input.Storage)
+            && output.Offset < input.Offset + input.Length
+            && input.Offset < output.Offset + output.Length)
+        {
+            throw new ArgumentException($"{output.Describe()} overlaps {input.Describe()}: {why}; pass a separate tensor");
+        }
+    }
+
     public static void Rows(Tensor t, int rows, int cols)
     {
         if (t.Rows != rows || t.Cols != cols)
