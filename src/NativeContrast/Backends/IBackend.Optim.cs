@@ -90,6 +90,12 @@ public sealed class OptimizerPlan : IDisposable
     /// <summary>Ints per table entry: the kernels read each entry as one int4.</summary>
     internal const int EntryInts = 4;
 
+    /// <summary>
+    /// Chunk offsets are stored in units of this many elements (kOffsetUnit in optim.cu): every chunk starts on the
+    /// arena's alignment, so a 32-bit entry reaches 2^37 elements, not 2^31.
+    /// </summary>
+    internal const int OffsetUnit = ArenaLayout.AlignmentElements;
+
     private readonly Tensor _tables;
     private readonly Tensor _scalars;
 
@@ -105,23 +111,7 @@ public sealed class OptimizerPlan : IDisposable
         Length = arena.TrainableLength;
         ChunkLength = chunkLength;
         Segments = arena.Views.Where(v => v.IsTrainable).OrderBy(v => v.Offset).ToArray();
-
-        var chunks = new List<int>();
-        var segments = new int[Segments.Count * EntryInts];
-        for (var s = 0; s < Segments.Count; s++)
-        {
-            var view = Segments[s];
-            var flags = view.IsExcludedFromDecay ? ExcludedFromDecay : 0;
-            segments[(s * EntryInts) + 0] = chunks.Count / EntryInts;
-            for (long start = 0; start < view.Length; start += chunkLength)
-            {
-                chunks.AddRange([checked((int)(view.Offset + start)), (int)Math.Min(chunkLength, view.Length - start), s, flags]);
-            }
-            segments[(s * EntryInts) + 1] = (chunks.Count / EntryInts) - segments[s * EntryInts];
-            segments[(s * EntryInts) + 2] = flags;
-        }
-        Chunks = chunks.ToArray();
-        SegmentTable = segments;
+        (Chunks, SegmentTable) = BuildTables(Segments, chunkLength);
         ChunkCount = Chunks.Length / EntryInts;
 
         // Tensors are float32; the tables travel as raw 32-bit words (a bitwise copy) and the kernels read them as int4.
@@ -162,7 +152,7 @@ public sealed class OptimizerPlan : IDisposable
     /// <summary>One LARS trust ratio per segment, written by <see cref="IBackend.LarsStep"/>.</summary>
     public Tensor TrustRatios { get; }
 
-    /// <summary>Host copy of the chunk table: (offset, length, segment, flags) per chunk.</summary>
+    /// <summary>Host copy of the chunk table: (offset in <see cref="OffsetUnit"/>s, length, segment, flags) per chunk.</summary>
     internal int[] Chunks { get; }
 
     /// <summary>Host copy of the segment table: (first chunk, chunk count, flags, unused) per segment.</summary>
@@ -175,6 +165,38 @@ public sealed class OptimizerPlan : IDisposable
     internal Tensor WeightPartials { get; }
 
     internal Tensor GradientPartials { get; }
+
+    /// <summary>The first element of chunk <paramref name="chunk"/> in the arena.</summary>
+    internal long ChunkOffset(int chunk) => (long)(uint)Chunks[chunk * EntryInts] * OffsetUnit;
+
+    /// <summary>
+    /// The chunk table (offset in <see cref="OffsetUnit"/>s, length, segment, flags per chunk) and the segment table
+    /// (first chunk, chunk count, flags, unused per segment) of views cut into chunks of at most chunkLength elements.
+    /// </summary>
+    internal static (int[] Chunks, int[] Segments) BuildTables(IReadOnlyList<ParameterView> views, int chunkLength)
+    {
+        var chunks = new List<int>();
+        var segments = new int[views.Count * EntryInts];
+        for (var s = 0; s < views.Count; s++)
+        {
+            var view = views[s];
+            var flags = view.IsExcludedFromDecay ? ExcludedFromDecay : 0;
+            segments[(s * EntryInts) + 0] = chunks.Count / EntryInts;
+            for (long start = 0; start < view.Length; start += chunkLength)
+            {
+                var offset = view.Offset + start;
+                if (offset % OffsetUnit != 0)
+                {
+                    throw new ArgumentException($"{view.Name} starts a chunk at element {offset}, not a multiple of {OffsetUnit}");
+                }
+                var units = unchecked((int)checked((uint)(offset / OffsetUnit)));
+                chunks.AddRange([units, (int)Math.Min(chunkLength, view.Length - start), s, flags]);
+            }
+            segments[(s * EntryInts) + 1] = (chunks.Count / EntryInts) - segments[s * EntryInts];
+            segments[(s * EntryInts) + 2] = flags;
+        }
+        return (chunks.ToArray(), segments);
+    }
 
     /// <summary>First chunk and chunk count of segment <paramref name="segment"/>.</summary>
     internal (int First, int Count) ChunksOf(int segment) => (SegmentTable[segment * EntryInts], SegmentTable[(segment * EntryInts) + 1]);
