@@ -48,13 +48,17 @@ internal static class Check
         }
     }
 
-    public static void Device(Tensor t, NativeContrast.Tensors.Device device)
+    /// <summary>The tensor lives where the backend computes: the same kind of device and the same device ordinal.</summary>
+    public static void Device(Tensor t, IBackend backend)
     {
-        if (t.Device != device)
+        if (t.Device != backend.Device || t.Storage.DeviceOrdinal != backend.DeviceOrdinal)
         {
-            throw new ArgumentException($"{t.Describe()} lives on {t.Device}, this backend computes on {device}");
+            throw new ArgumentException($"{t.Describe()} lives on {Where(t.Device, t.Storage.DeviceOrdinal)}, this backend computes on {Where(backend.Device, backend.DeviceOrdinal)}");
         }
     }
+
+    private static string Where(NativeContrast.Tensors.Device device, int ordinal) =>
+        device == NativeContrast.Tensors.Device.Cpu ? "cpu" : $"cuda:{ordinal}";
 
     /// <summary>(m, k, n) of C[m, n] = op(A)[m, k]·op(B)[k, n], with a clear error on mismatch.</summary>
     public static (int M, int K, int N) GemmShapes(Tensor a, bool transposeA, Tensor b, bool transposeB, Tensor c)

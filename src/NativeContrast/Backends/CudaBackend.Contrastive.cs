@@ -456,7 +456,7 @@ public sealed partial class CudaBackend
             if (shadow is null)
             {
                 var tiling = ContrastiveTiling.For(Dim, precision);
-                shadow = new CudaStorage(tiling.OperandFloats(RowsPadded));
+                shadow = new CudaStorage(tiling.OperandFloats(RowsPadded), _backend.Context);
                 _shadows[(int)precision] = shadow;
                 _backend.PrepareOperand(_canonical.DevicePointer(), Capacity, RowsPadded, Dim, normalize: false, tiling, shadow.Pointer, 0UL);
             }

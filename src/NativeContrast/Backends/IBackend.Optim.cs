@@ -233,12 +233,12 @@ internal static class OptimChecks
         foreach (var t in tensors)
         {
             Check.Length(t.Length, plan.Length, t.Describe() + " (the arena's trainable prefix)");
-            Check.Device(t, backend.Device);
+            Check.Device(t, backend);
         }
         if (options.Teacher is { } teacher)
         {
             Check.Length(teacher.Length, plan.Length, teacher.Describe() + " (the teacher's trainable prefix)");
-            Check.Device(teacher, backend.Device);
+            Check.Device(teacher, backend);
             Momentum(options.TeacherMomentum, "teacher momentum");
         }
         if (!(options.MaxGradientNorm >= 0f) || float.IsInfinity(options.MaxGradientNorm))
