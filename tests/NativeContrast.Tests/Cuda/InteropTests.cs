@@ -64,6 +64,32 @@ public class InteropTests
         Assert.That(CudaBackend.CooperativeLaunchRefused(result), Is.EqualTo(refused));
 
     [Test]
+    public void CublasFallsBackToTheNextVersionWhenCreateFails()
+    {
+        // libcublas.so.13 loads but its cublasCreate fails (a driver too old for it); .12 is missing; .11 works.
+        string[] candidates = ["libcublas.so.13", "libcublas.so.12", "libcublas.so.11"];
+        var handles = new Dictionary<string, IntPtr> { ["libcublas.so.13"] = 13, ["libcublas.so.11"] = 11 };
+        var unloaded = new List<IntPtr>();
+        var (chosen, handle, reasons) = NativeLibraries.FirstWorking(
+            candidates,
+            file => handles.GetValueOrDefault(file),
+            library => library == 13 ? "cublasCreate returned status 1" : null,
+            unloaded.Add);
+        Assert.That((chosen, handle), Is.EqualTo((2, (IntPtr)11)));
+        Assert.That(unloaded, Is.EqualTo(new[] { (IntPtr)13 }), "the library that failed is unloaded");
+        Assert.That(reasons, Is.EqualTo("libcublas.so.13: cublasCreate returned status 1; libcublas.so.12: not found"));
+    }
+
+    [Test]
+    public void CublasNamesEveryCandidateWhenNoneInitialises()
+    {
+        var (chosen, handle, reasons) = NativeLibraries.FirstWorking(
+            ["libcublas.so.13", "libcublas.so.12"], _ => 1, _ => "cublasCreate returned status 3", _ => { });
+        Assert.That((chosen, handle), Is.EqualTo((-1, IntPtr.Zero)));
+        Assert.That(reasons, Is.EqualTo("libcublas.so.13: cublasCreate returned status 3; libcublas.so.12: cublasCreate returned status 3"));
+    }
+
+    [Test]
     public void CheckDeviceComparesTheOrdinal()
     {
         var onGpu1 = new Tensor(new FakeDeviceStorage(4, ordinal: 1), new TensorShape(4), name: "weights");
