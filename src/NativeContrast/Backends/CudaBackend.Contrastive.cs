@@ -126,6 +126,7 @@ public sealed partial class CudaBackend
         ulong rowStats = ws + plan.RowStats, qPointer = q.DevicePointer(), kPointer = k.DevicePointer();
         ulong dqPointer = dq?.DevicePointer() ?? 0UL, statsPointer = stats.DevicePointer();
         ulong keys = keyQueue.Operand(precision);
+        ContrastiveCheck.Aligned(keys, OperandAlignmentBytes, "the key queue's operand");
         PrepareOperand(qPointer, batch, plan.RowsPadded, dim, normalize: true, plan.Tiling, queries, invNormQ);
 
         int queueLength = queue.Capacity, splits = plan.Splits, tilesPerSplit = plan.TilesPerSplit, dpad = plan.Tiling.PaddedDim;
