@@ -98,7 +98,7 @@ public sealed class CudaGraph : IDisposable
     public void Launch(CudaStream stream)
     {
         ObjectDisposedException.ThrowIf(_executable == IntPtr.Zero, this);
-        CudaCheck.Driver(DriverApi.cuGraphLaunch(_executable, stream.Handle), "cuGraphLaunch");
+        CudaCheck.Stream(DriverApi.cuGraphLaunch(_executable, stream.Handle), "cuGraphLaunch", stream);
     }
 
     public void Dispose()
