@@ -86,7 +86,7 @@ internal static class NativeLibraries
                 var why = whyNot(_cublas);
                 return why is null ? null : $"{ResolvedCublas}: {why}";
             }
-            var (chosen, handle, reasons) = FirstWorking(CublasCandidates, TryLoad, whyNot, NativeLibrary.Free);
+            var (chosen, handle, reasons) = FirstWorking(CublasCandidates, TryLoad, whyNot);
             if (chosen < 0)
             {
                 return $"no cuBLAS initialises here ({reasons})";
@@ -99,10 +99,11 @@ internal static class NativeLibraries
 
     /// <summary>
     /// The index and handle of the first candidate that loads and passes <paramref name="whyNot"/>, or -1, with the
-    /// reasons of those before it ("file: why", semicolon-separated); a candidate that fails is unloaded again.
+    /// reasons of those before it ("file: why", semicolon-separated). A candidate that fails stays loaded, unused:
+    /// unloading a CUDA library after it initialised is not safe (its exit handlers would point into unmapped code).
     /// </summary>
     internal static (int Chosen, IntPtr Handle, string Reasons) FirstWorking(
-        IReadOnlyList<string> candidates, Func<string, IntPtr> load, Func<IntPtr, string?> whyNot, Action<IntPtr> unload)
+        IReadOnlyList<string> candidates, Func<string, IntPtr> load, Func<IntPtr, string?> whyNot)
     {
         var reasons = new List<string>();
         for (var i = 0; i < candidates.Count; i++)
@@ -119,12 +120,14 @@ internal static class NativeLibraries
                 return (i, handle, string.Join("; ", reasons));
             }
             reasons.Add($"{candidates[i]}: {why}");
-            unload(handle);
         }
         return (-1, IntPtr.Zero, string.Join("; ", reasons));
     }
 
-    /// <summary>Null when some cuBLAS candidate loads and exports <paramref name="entryPoint"/>, else why none does; binds nothing.</summary>
+    /// <summary>
+    /// Null when some cuBLAS candidate loads and exports <paramref name="entryPoint"/>, else why none does; binds no
+    /// entry point (what it loads stays loaded, as the resolver would have left it).
+    /// </summary>
     public static string? WhyNoCublasLoads(string entryPoint)
     {
         var found = false;
@@ -136,9 +139,7 @@ internal static class NativeLibraries
                 continue;
             }
             found = true;
-            var usable = NativeLibrary.TryGetExport(handle, entryPoint, out _);
-            NativeLibrary.Free(handle);
-            if (usable)
+            if (NativeLibrary.TryGetExport(handle, entryPoint, out _))
             {
                 return null;
             }
