@@ -114,21 +114,40 @@ public sealed class OptimizerPlan : IDisposable
         (Chunks, SegmentTable) = BuildTables(Segments, chunkLength);
         ChunkCount = Chunks.Length / EntryInts;
 
-        // Tensors are float32; the tables travel as raw 32-bit words (a bitwise copy) and the kernels read them as int4.
-        _tables = Backend.Allocate(new TensorShape(Math.Max(1, Chunks.Length + SegmentTable.Length)), "optimizer plan tables");
-        var words = new int[_tables.Length];
-        Chunks.CopyTo(words, 0);
-        SegmentTable.CopyTo(words, Chunks.Length);
-        Backend.CopyFromHost(MemoryMarshal.Cast<int, float>(words), _tables);
+        // Out of device memory part-way, the plan gives back what it had allocated.
+        var allocated = new List<Tensor>();
+        Tensor Allocate(TensorShape shape, string name)
+        {
+            var t = Backend.Allocate(shape, name);
+            allocated.Add(t);
+            return t;
+        }
+        try
+        {
+            _tables = Allocate(new TensorShape(Math.Max(1, Chunks.Length + SegmentTable.Length)), "optimizer plan tables");
+            WeightPartials = Allocate(new TensorShape(Math.Max(1, ChunkCount)), "per-chunk sum of squared weights");
+            GradientPartials = Allocate(new TensorShape(Math.Max(1, ChunkCount)), "per-chunk sum of squared gradients");
+            _scalars = Allocate(new TensorShape(2), "gradient norm and clip scale");
+            TrustRatios = Allocate(new TensorShape(Math.Max(1, Segments.Count)), "LARS trust ratios");
+
+            // Tensors are float32; the tables travel as raw 32-bit words (a bitwise copy) and the kernels read them as int4.
+            var words = new int[_tables.Length];
+            Chunks.CopyTo(words, 0);
+            SegmentTable.CopyTo(words, Chunks.Length);
+            Backend.CopyFromHost(MemoryMarshal.Cast<int, float>(words), _tables);
+        }
+        catch
+        {
+            foreach (var t in allocated)
+            {
+                t.Dispose();
+            }
+            throw;
+        }
         ChunkTable = _tables.View(0, new TensorShape(Chunks.Length), "chunk table");
         SegmentTableTensor = _tables.View(Chunks.Length, new TensorShape(SegmentTable.Length), "segment table");
-
-        WeightPartials = Backend.Allocate(new TensorShape(Math.Max(1, ChunkCount)), "per-chunk sum of squared weights");
-        GradientPartials = Backend.Allocate(new TensorShape(Math.Max(1, ChunkCount)), "per-chunk sum of squared gradients");
-        _scalars = Backend.Allocate(new TensorShape(2), "gradient norm and clip scale");
         GradientNorm = _scalars.View(0, new TensorShape(1), "gradient norm");
         ClipScale = _scalars.View(1, new TensorShape(1), "clip scale");
-        TrustRatios = Backend.Allocate(new TensorShape(Math.Max(1, Segments.Count)), "LARS trust ratios");
     }
 
     public IBackend Backend { get; }
