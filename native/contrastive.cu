@@ -323,6 +323,31 @@ __device__ __forceinline__ void quad_merge(float& runMax, float& runSum) {
     }
 }
 
+// A running sum with Neumaier's compensation: `sum` plus `carry` holds the exact total to about one rounding, however
+// many small terms follow large ones (with one split, a thread adds tens of thousands of exponentials; plain fp32
+// would absorb every term below half an ulp of the sum). Explicit _rn intrinsics keep the compiler from contracting
+// or reordering the compensation away.
+struct CompensatedSum {
+    float sum = 0.f;
+    float carry = 0.f;
+
+    __device__ __forceinline__ void add(float term) {
+        const float total = __fadd_rn(sum, term);
+        const float lost = fabsf(sum) >= fabsf(term) ? __fadd_rn(__fsub_rn(sum, total), term)
+                                                     : __fadd_rn(__fsub_rn(term, total), sum);
+        carry = __fadd_rn(carry, lost);
+        sum = total;
+    }
+
+    // Both parts rescaled when the running maximum moves.
+    __device__ __forceinline__ void scale(float factor) {
+        sum = __fmul_rn(sum, factor);
+        carry = __fmul_rn(carry, factor);
+    }
+
+    __device__ __forceinline__ float value() const { return __fadd_rn(sum, carry); }
+};
+
 // Column tiles [begin, end) of split blockIdx.y.
 __device__ __forceinline__ void split_range(int columns, int columnTile, int tilesPerSplit, int& begin, int& end) {
     const int tiles = (columns + columnTile - 1) / columnTile;
@@ -384,12 +409,10 @@ __device__ __forceinline__ void ntxent_forward(unsigned char* shared, const type
 
     const int half = rows / 2;
     const ThreadRows<MT> mine(rowBase, warp, g);
-    float runMax[MT][2], runSum[MT][2];
+    float runMax[MT][2];
+    CompensatedSum runSum[MT][2];
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
-        runMax[m][0] = runMax[m][1] = -FLT_MAX;
-        runSum[m][0] = runSum[m][1] = 0.f;
-    }
+    for (int m = 0; m < MT; ++m) runMax[m][0] = runMax[m][1] = -FLT_MAX;
 
     for (int tile = tileBegin; tile < tileEnd; ++tile) {
         const int buffer = (tile - tileBegin) & 1;
@@ -423,12 +446,14 @@ __device__ __forceinline__ void ntxent_forward(unsigned char* shared, const type
                     }
                 }
                 const float newMax = fmaxf(runMax[m][h], tileMax);
-                float sum = runSum[m][h] * fast_exp2(runMax[m][h] - newMax);
+                // The tile's few terms are summed first, then the tile sum joins the compensated running sum.
+                float tileSum = 0.f;
 #pragma unroll
                 for (int n = 0; n < BN / 8; ++n) {
-                    sum += fast_exp2(s[m][n][2 * h] - newMax) + fast_exp2(s[m][n][2 * h + 1] - newMax);
+                    tileSum += fast_exp2(s[m][n][2 * h] - newMax) + fast_exp2(s[m][n][2 * h + 1] - newMax);
                 }
-                runSum[m][h] = sum;
+                runSum[m][h].scale(fast_exp2(runMax[m][h] - newMax));
+                runSum[m][h].add(tileSum);
                 runMax[m][h] = newMax;
             }
         }
@@ -439,11 +464,12 @@ __device__ __forceinline__ void ntxent_forward(unsigned char* shared, const type
     for (int m = 0; m < MT; ++m) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            quad_merge(runMax[m][h], runSum[m][h]);
+            float rowSum = runSum[m][h].value();
+            quad_merge(runMax[m][h], rowSum);
             const int row = mine.row[m][h];
             if (t == 0 && row < rows) {
                 reinterpret_cast<float2*>(partial)[static_cast<int64_t>(blockIdx.y) * rows + row] =
-                    make_float2(runMax[m][h], runSum[m][h]);
+                    make_float2(runMax[m][h], rowSum);
             }
         }
     }

@@ -14,9 +14,11 @@
 
 namespace nc_optim {
 
-// Chunk table entry (int4): x = offset in elements, y = length, z = segment (trainable view), w = flags.
+// Chunk table entry (int4): x = offset in units of kOffsetUnit elements, y = length, z = segment (trainable view),
+// w = flags. Chunks start on the arena's 32-float alignment, so the 32-bit unit count reaches 2^36 elements.
 // Segment table entry (int4): x = first chunk, y = chunk count, z = flags, w = unused.
 constexpr int kExcludedFromDecay = 1;
+constexpr int64_t kOffsetUnit = 32;  // OptimizerPlan.OffsetUnit
 
 struct Chunk {
     int64_t offset;
@@ -27,7 +29,7 @@ struct Chunk {
 
 __device__ __forceinline__ Chunk read_chunk(const int4* __restrict__ chunks, int honour_exclusion) {
     const int4 c = chunks[blockIdx.x];
-    return Chunk{static_cast<int64_t>(c.x), c.y, c.z, honour_exclusion != 0 && (c.w & kExcludedFromDecay) != 0};
+    return Chunk{static_cast<int64_t>(static_cast<uint32_t>(c.x)) * kOffsetUnit, c.y, c.z, honour_exclusion != 0 && (c.w & kExcludedFromDecay) != 0};
 }
 
 // teacher <- m * teacher + (1 - m) * student, rounded as fma(m, teacher, (1 - m) * student).

@@ -3,6 +3,7 @@ namespace NativeContrast.Cli;
 using System.CommandLine;
 using System.CommandLine.Invocation;
 using NativeContrast.Cli.Commands;
+using NativeContrast.Cuda;
 
 /// <summary>
 /// The `nativecontrast` command. Each subcommand lives in its own file under Commands/ and exposes
@@ -23,11 +24,17 @@ public static class Program
     public static CancellationToken CallerCancellation => Cancellation.Value;
 
     /// <summary>Parses and runs a command line, writing to the given writers (the tests call this in-process).</summary>
-    public static int Run(string[] args, TextWriter output, TextWriter error, CancellationToken cancel = default)
+    public static int Run(string[] args, TextWriter output, TextWriter error, CancellationToken cancel = default) => Run(BuildRootCommand(), args, output, error, cancel);
+
+    /// <summary>
+    /// Runs a command line of <paramref name="root"/>. A CUDA failure in any command (a driver or cuBLAS call, a
+    /// kernel fault) becomes one line on the error writer and exit code 1, not a stack trace.
+    /// </summary>
+    public static int Run(RootCommand root, string[] args, TextWriter output, TextWriter error, CancellationToken cancel = default)
     {
         Cancellation.Value = cancel;
         ArgumentNullException.ThrowIfNull(args);
-        var parse = BuildRootCommand().Parse(args);
+        var parse = root.Parse(args);
         if (parse.Action is ParseErrorAction)
         {
             // System.CommandLine exits with 1 on parse errors; bad arguments are 2 here, with each problem on its own line.
@@ -38,8 +45,24 @@ public static class Program
             error.WriteLine("Run 'nativecontrast --help' (or 'nativecontrast <command> --help') for usage.");
             return BadArguments;
         }
-        return parse.Invoke(new InvocationConfiguration { Output = output, Error = error });
+        try
+        {
+            return parse.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
+        }
+        catch (CudaException e)
+        {
+            error.WriteLine($"error: {OneLine(e.Message)}");
+            return Failure;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // Anything else is a bug: the whole exception, as System.CommandLine's own handler would print it.
+            error.WriteLine($"Unhandled exception: {e}");
+            return Failure;
+        }
     }
+
+    private static string OneLine(string message) => string.Join(" ", message.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
 
     public static RootCommand BuildRootCommand() =>
         new("NativeContrast: contrastive self-supervised learning (SimCLR, MoCo, SwAV, PiCO) on fused CUDA kernels, with a managed CPU oracle.")

@@ -29,6 +29,17 @@ internal static class Check
         }
     }
 
+    /// <summary>Rejects an output that shares elements with an input the op still reads while it writes.</summary>
+    public static void Disjoint(Tensor output, Tensor input, string why)
+    {
+        if (ReferenceEquals(output.Storage, input.Storage)
+            && output.Offset < input.Offset + input.Length
+            && input.Offset < output.Offset + output.Length)
+        {
+            throw new ArgumentException($"{output.Describe()} overlaps {input.Describe()}: {why}; pass a separate tensor");
+        }
+    }
+
     public static void Rows(Tensor t, int rows, int cols)
     {
         if (t.Rows != rows || t.Cols != cols)
@@ -37,13 +48,17 @@ internal static class Check
         }
     }
 
-    public static void Device(Tensor t, NativeContrast.Tensors.Device device)
+    /// <summary>The tensor lives where the backend computes: the same kind of device and the same device ordinal.</summary>
+    public static void Device(Tensor t, IBackend backend)
     {
-        if (t.Device != device)
+        if (t.Device != backend.Device || t.Storage.DeviceOrdinal != backend.DeviceOrdinal)
         {
-            throw new ArgumentException($"{t.Describe()} lives on {t.Device}, this backend computes on {device}");
+            throw new ArgumentException($"{t.Describe()} lives on {Where(t.Device, t.Storage.DeviceOrdinal)}, this backend computes on {Where(backend.Device, backend.DeviceOrdinal)}");
         }
     }
+
+    private static string Where(NativeContrast.Tensors.Device device, int ordinal) =>
+        device == NativeContrast.Tensors.Device.Cpu ? "cpu" : $"cuda:{ordinal}";
 
     /// <summary>(m, k, n) of C[m, n] = op(A)[m, k]·op(B)[k, n], with a clear error on mismatch.</summary>
     public static (int M, int K, int N) GemmShapes(Tensor a, bool transposeA, Tensor b, bool transposeB, Tensor c)

@@ -70,7 +70,7 @@ public sealed partial class CpuBackend
     {
         var (rows, dim) = ContrastiveCheck.NtXent(z, temperature);
         ContrastiveCheck.Workspace(workspace, NtXentWorkspaceLength(rows, dim, precision));
-        Check.SameShape(z, dz);
+        ContrastiveCheck.Gradient(z, dz);
         var (zn, norms, lse) = NtXentSections(workspace, rows, dim);
         var dzs = CpuArray(dz);
         var inverseTemperature = 1f / temperature;

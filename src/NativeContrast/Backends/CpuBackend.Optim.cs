@@ -109,7 +109,7 @@ public sealed partial class CpuBackend
             {
                 var e = c * OptimizerPlan.EntryInts;
                 var excluded = honourExclusion && (chunks[e + 3] & OptimizerPlan.ExcludedFromDecay) != 0;
-                body(chunks[e], chunks[e + 1], chunks[e + 2], excluded);
+                body(checked((int)plan.ChunkOffset(c)), chunks[e + 1], chunks[e + 2], excluded);
             }
         });
     }
@@ -129,7 +129,7 @@ public sealed partial class CpuBackend
         {
             for (var c = start; c < end; c++)
             {
-                var (offset, length) = (chunks[c * OptimizerPlan.EntryInts], chunks[(c * OptimizerPlan.EntryInts) + 1]);
+                var (offset, length) = (checked((int)plan.ChunkOffset(c)), chunks[(c * OptimizerPlan.EntryInts) + 1]);
                 pg[c] = TensorPrimitives.SumOfSquares<float>(gradients.AsSpan(offset, length));
                 if (weights is { } w)
                 {

@@ -6,7 +6,8 @@ using NativeContrast.Tensors;
 // Launchers for native/contrastive.cu. The tiled kernels exist per (operand format, padded dim); the constants
 // below mirror nc_contrastive::Tiling. Workspaces are carved into 256-byte aligned sections; the number of column
 // splits (grid.y) is chosen per call from the device's SM count and the kernel's occupancy, and the workspace
-// length accounts for it, so a workspace sized by *WorkspaceLength on this backend always fits.
+// length accounts for it, so a workspace sized by *WorkspaceLength on this backend always fits. The planners are
+// pure functions of the device's numbers (PlanNtXent, PlanInfoNce, PlanSplits), so the tests run them for any GPU.
 public sealed partial class CudaBackend
 {
     private const int ContrastiveThreads = 128;
@@ -14,7 +15,21 @@ public sealed partial class CudaBackend
     private const int ContrastivePadRows = 128;
     private const int WarpRowsThreads = 256;
     private const int MaxFusedDim = 256;
-    private const int MaxColumnSplits = 256;
+
+    /// <summary>Most splits of the NT-Xent forward: its partials are two floats per row and split, so at most 64 per row.</summary>
+    internal const int MaxForwardSplits = 32;
+
+    /// <summary>
+    /// Most splits of the NT-Xent backward: every split writes a gradient partial as large as the operand, so this
+    /// bounds the workspace to a few times N x d whatever the device.
+    /// </summary>
+    internal const int MaxBackwardSplits = 8;
+
+    /// <summary>Most splits of the InfoNCE sweep, whose partials scale with the batch, not with the queue it sweeps.</summary>
+    internal const int MaxSweepSplits = 256;
+
+    /// <summary>cp.async copies 16 bytes at a time from the operand sections; the partials are written as float2.</summary>
+    internal const int OperandAlignmentBytes = 16;
 
     private static readonly string[] FormatNames = ["fp32", "tf32", "bf16"];
     private static readonly int[] PaddedDims = [64, 128, 256];
@@ -32,8 +47,8 @@ public sealed partial class CudaBackend
         var plan = PlanNtXent(rows, dim, precision);
         ContrastiveCheck.Workspace(workspace, plan.Length);
         ContrastiveCheck.Stats(stats);
+        var ws = AlignedWorkspace(workspace);
         Context.MakeCurrent();
-        var ws = workspace.DevicePointer();
         ulong operand = ws + plan.Operand, invNorm = ws + plan.InvNorm, lse2 = ws + plan.Lse2, positive = ws + plan.Positive;
         ulong rowStats = ws + plan.RowStats, partial = ws + plan.Partial, statsPointer = stats.DevicePointer();
         PrepareOperand(z.DevicePointer(), rows, plan.RowsPadded, dim, normalize: true, plan.Tiling, operand, invNorm);
@@ -53,9 +68,9 @@ public sealed partial class CudaBackend
         var (rows, dim) = ContrastiveCheck.NtXent(z, temperature);
         var plan = PlanNtXent(rows, dim, precision);
         ContrastiveCheck.Workspace(workspace, plan.Length);
-        Check.SameShape(z, dz);
+        ContrastiveCheck.Gradient(z, dz);
+        var ws = AlignedWorkspace(workspace);
         Context.MakeCurrent();
-        var ws = workspace.DevicePointer();
         ulong operand = ws + plan.Operand, invNorm = ws + plan.InvNorm, lse2 = ws + plan.Lse2, gradPartial = ws + plan.GradPartial;
         ulong zPointer = z.DevicePointer(), dzPointer = dz.DevicePointer();
         int rowsPadded = plan.RowsPadded, splits = plan.BackwardSplits, tilesPerSplit = plan.BackwardTilesPerSplit, dpad = plan.Tiling.PaddedDim;
@@ -105,12 +120,13 @@ public sealed partial class CudaBackend
         var plan = PlanInfoNce(batch, dim, queue.Capacity, precision);
         ContrastiveCheck.Workspace(workspace, plan.Length);
         ContrastiveCheck.Stats(stats);
+        var ws = AlignedWorkspace(workspace);
         Context.MakeCurrent();
-        var ws = workspace.DevicePointer();
         ulong queries = ws + plan.Queries, invNormQ = ws + plan.InvNorm, partial = ws + plan.Partial, weighted = ws + plan.Weighted;
         ulong rowStats = ws + plan.RowStats, qPointer = q.DevicePointer(), kPointer = k.DevicePointer();
         ulong dqPointer = dq?.DevicePointer() ?? 0UL, statsPointer = stats.DevicePointer();
         ulong keys = keyQueue.Operand(precision);
+        ContrastiveCheck.Aligned(keys, OperandAlignmentBytes, "the key queue's operand");
         PrepareOperand(qPointer, batch, plan.RowsPadded, dim, normalize: true, plan.Tiling, queries, invNormQ);
 
         int queueLength = queue.Capacity, splits = plan.Splits, tilesPerSplit = plan.TilesPerSplit, dpad = plan.Tiling.PaddedDim;
@@ -233,15 +249,17 @@ public sealed partial class CudaBackend
     }
 
     /// <summary>
-    /// Column splits for a grid of rowTiles x splits blocks: the split count whose estimated makespan
-    /// (waves of resident blocks x column tiles per block) is smallest, the fewest splits among equals, because
-    /// every split adds a partial result to write and merge.
+    /// Column splits for a grid of rowTiles x splits blocks on a device that holds <paramref name="slots"/> blocks at
+    /// once. Splitting only serves to fill the device, and every split writes a partial result to store and merge, so
+    /// the count is at most what one full wave needs and at most <paramref name="maxSplits"/>; among those, the one
+    /// whose estimated makespan (waves x column tiles per block) is smallest, the fewest among equals.
     /// </summary>
-    private (int Splits, int TilesPerSplit) PlanSplits(string kernel, int sharedBytes, int rowTiles, int columnTiles)
+    internal static (int Splits, int TilesPerSplit) PlanSplits(long slots, int rowTiles, int columnTiles, int maxSplits)
     {
-        var slots = (long)Info.Multiprocessors * ResidentBlocks(kernel, sharedBytes);
+        var fill = Math.Max(1, (slots + rowTiles - 1) / rowTiles);
+        var limit = (int)Math.Min(Math.Min(columnTiles, maxSplits), fill);
         var (best, bestCost) = (1, long.MaxValue);
-        for (var splits = 1; splits <= Math.Min(columnTiles, MaxColumnSplits); splits++)
+        for (var splits = 1; splits <= limit; splits++)
         {
             var tilesPerSplit = (columnTiles + splits - 1) / splits;
             if ((columnTiles + tilesPerSplit - 1) / tilesPerSplit != splits)
@@ -274,14 +292,32 @@ public sealed partial class CudaBackend
         return blocks;
     }
 
-    private NtXentPlan PlanNtXent(int rows, int dim, MatmulPrecision precision)
+    /// <summary>The workspace's device address, which must suit cp.async (the sections within are 256-byte aligned).</summary>
+    private static ulong AlignedWorkspace(Tensor workspace)
+    {
+        var address = workspace.DevicePointer();
+        ContrastiveCheck.Aligned(address, OperandAlignmentBytes, workspace.Describe());
+        return address;
+    }
+
+    private NtXentPlan PlanNtXent(int rows, int dim, MatmulPrecision precision) =>
+        PlanNtXent(rows, dim, precision, Info.Multiprocessors, ResidentBlocks);
+
+    private InfoNcePlan PlanInfoNce(int batch, int dim, int queueLength, MatmulPrecision precision) =>
+        PlanInfoNce(batch, dim, queueLength, precision, Info.Multiprocessors, ResidentBlocks);
+
+    /// <param name="residentBlocks">Blocks of a kernel (by name, with its dynamic shared bytes) one multiprocessor holds.</param>
+    internal static NtXentPlan PlanNtXent(int rows, int dim, MatmulPrecision precision, int multiprocessors, Func<string, int, int> residentBlocks)
     {
         var tiling = ContrastiveTiling.For(dim, precision);
         var rowsPadded = RoundUp(rows, ContrastivePadRows);
         var rowTiles = rowsPadded / tiling.BlockRows;
         var columnTiles = (rows + tiling.ColumnTile - 1) / tiling.ColumnTile;
-        var (forwardSplits, forwardTiles) = PlanSplits(tiling.Name(NtXentForwardKernels), tiling.SharedBytes(tiling.ColumnTile), rowTiles, columnTiles);
-        var (backwardSplits, backwardTiles) = PlanSplits(tiling.Name(NtXentBackwardKernels), tiling.SharedBytes(tiling.ColumnTile), rowTiles, columnTiles);
+        var sharedBytes = tiling.SharedBytes(tiling.ColumnTile);
+        var forwardKernel = tiling.Name(NtXentForwardKernels);
+        var backwardKernel = tiling.Name(NtXentBackwardKernels);
+        var (forwardSplits, forwardTiles) = PlanSplits((long)multiprocessors * residentBlocks(forwardKernel, sharedBytes), rowTiles, columnTiles, MaxForwardSplits);
+        var (backwardSplits, backwardTiles) = PlanSplits((long)multiprocessors * residentBlocks(backwardKernel, sharedBytes), rowTiles, columnTiles, MaxBackwardSplits);
         var layout = new WorkspaceLayout();
         return new NtXentPlan(
             tiling, rowsPadded, forwardSplits, forwardTiles, backwardSplits, backwardTiles,
@@ -295,12 +331,14 @@ public sealed partial class CudaBackend
             Length: layout.Floats);
     }
 
-    private InfoNcePlan PlanInfoNce(int batch, int dim, int queueLength, MatmulPrecision precision)
+    internal static InfoNcePlan PlanInfoNce(int batch, int dim, int queueLength, MatmulPrecision precision, int multiprocessors, Func<string, int, int> residentBlocks)
     {
         var tiling = ContrastiveTiling.For(dim, precision);
         var rowsPadded = RoundUp(batch, ContrastivePadRows);
         var columnTiles = (queueLength + tiling.SweepColumnTile - 1) / tiling.SweepColumnTile;
-        var (splits, tilesPerSplit) = PlanSplits(tiling.Name(InfoNceSweepKernels), tiling.SharedBytes(tiling.SweepColumnTile), rowsPadded / tiling.BlockRows, columnTiles);
+        var kernel = tiling.Name(InfoNceSweepKernels);
+        var slots = (long)multiprocessors * residentBlocks(kernel, tiling.SharedBytes(tiling.SweepColumnTile));
+        var (splits, tilesPerSplit) = PlanSplits(slots, rowsPadded / tiling.BlockRows, columnTiles, MaxSweepSplits);
         var layout = new WorkspaceLayout();
         return new InfoNcePlan(
             tiling, rowsPadded, splits, tilesPerSplit,
@@ -329,16 +367,16 @@ public sealed partial class CudaBackend
         }
     }
 
-    private readonly record struct NtXentPlan(
+    internal readonly record struct NtXentPlan(
         ContrastiveTiling Tiling, int RowsPadded, int ForwardSplits, int ForwardTilesPerSplit, int BackwardSplits, int BackwardTilesPerSplit,
         ulong Operand, ulong InvNorm, ulong Lse2, ulong Positive, ulong RowStats, ulong Partial, ulong GradPartial, long Length);
 
-    private readonly record struct InfoNcePlan(
+    internal readonly record struct InfoNcePlan(
         ContrastiveTiling Tiling, int RowsPadded, int Splits, int TilesPerSplit,
         ulong Queries, ulong InvNorm, ulong Partial, ulong Weighted, ulong RowStats, long Length);
 
     /// <summary>Geometry of the tiled kernels for one (format, padded dim); mirrors nc_contrastive::Tiling.</summary>
-    private readonly record struct ContrastiveTiling(int Format, int DimIndex)
+    internal readonly record struct ContrastiveTiling(int Format, int DimIndex)
     {
         public int PaddedDim => PaddedDims[DimIndex];
 
@@ -419,7 +457,7 @@ public sealed partial class CudaBackend
             if (shadow is null)
             {
                 var tiling = ContrastiveTiling.For(Dim, precision);
-                shadow = new CudaStorage(tiling.OperandFloats(RowsPadded));
+                shadow = new CudaStorage(tiling.OperandFloats(RowsPadded), _backend.Context);
                 _shadows[(int)precision] = shadow;
                 _backend.PrepareOperand(_canonical.DevicePointer(), Capacity, RowsPadded, Dim, normalize: false, tiling, shadow.Pointer, 0UL);
             }

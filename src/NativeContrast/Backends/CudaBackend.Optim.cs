@@ -17,8 +17,8 @@ public sealed partial class CudaBackend
     public unsafe void EmaUpdate(Tensor teacher, Tensor student, float momentum)
     {
         Check.SameLength(teacher, student);
-        Check.Device(teacher, Device);
-        Check.Device(student, Device);
+        Check.Device(teacher, this);
+        Check.Device(student, this);
         OptimChecks.Momentum(momentum, nameof(momentum));
         if (teacher.Length == 0)
         {

@@ -6,7 +6,10 @@ using NativeContrast.Tensors;
 /// <summary>Which implementation <see cref="CudaBackend.SinkhornCodes"/> runs.</summary>
 public enum SinkhornPath
 {
-    /// <summary>The fused cooperative kernel when it can run (K small enough for a few rows per block on chip), else multi-pass.</summary>
+    /// <summary>
+    /// The fused cooperative kernel when it can run (K small enough for a few rows per block on chip), else multi-pass;
+    /// also multi-pass from the first time the driver refuses the cooperative launch (MPS, other contexts' work).
+    /// </summary>
     Auto,
 
     /// <summary>One cooperative launch; throws when the device or K does not allow it.</summary>
@@ -72,8 +75,18 @@ public sealed partial class CudaBackend
         {
             int cached = plan.CachedRows;
             void** args = stackalloc void*[] { &s, &q, &smax, &lr, &partials, &rows, &cols, &scale, &iterations, &cached, &negLog2Rows, &negLog2Cols, &outputOffset };
-            Kernel("nc_sinkhorn_fused").LaunchCooperative(plan.Blocks, plan.Threads, plan.SharedBytes, Stream, args);
-            return;
+            try
+            {
+                Kernel("nc_sinkhorn_fused").LaunchCooperative(plan.Blocks, plan.Threads, plan.SharedBytes, Stream, args);
+                return;
+            }
+            catch (KernelLaunchException e) when (SinkhornPath == SinkhornPath.Auto && CooperativeLaunchRefused(e.Code))
+            {
+                // The occupancy query cannot see MPS limits or other contexts' blocks; once the driver refuses the
+                // grid, this backend stays on the multi-pass path.
+                _cooperativeLaunch = false;
+                _sinkhornPlan = null;
+            }
         }
         SinkhornMultiPass(s, q, smax, lr, lcMax, lcLog, partials, rows, cols, scale, iterations, negLog2Rows, negLog2Cols, outputOffset);
     }
@@ -177,6 +190,14 @@ public sealed partial class CudaBackend
         _sinkhornPlan = best;
         return best;
     }
+
+    /// <summary>
+    /// Whether a cooperative launch failed because the driver would not co-schedule the grid (too large while other
+    /// work holds multiprocessors, or not allowed under MPS), which the multi-pass path does not need; any other
+    /// error is a real failure.
+    /// </summary>
+    internal static bool CooperativeLaunchRefused(int result) =>
+        result is DriverApi.ErrorCooperativeLaunchTooLarge or DriverApi.ErrorNotSupported or DriverApi.ErrorNotPermitted;
 
     private bool SupportsCooperativeLaunch()
     {

@@ -38,13 +38,14 @@ public sealed partial class CudaBackend : IBackend
             Stream = new CudaStream();
             Module = KernelModule.Load();
             Blas = new Cublas(Stream);
-            _cublasWorkspace = new CudaStorage(CublasWorkspaceBytes / sizeof(float));
+            _cublasWorkspace = new CudaStorage(CublasWorkspaceBytes / sizeof(float), Context);
             Blas.SetWorkspace(_cublasWorkspace.Pointer, CublasWorkspaceBytes);
-            _reductionScratch = new CudaStorage(ReductionScratchFloats);
+            _reductionScratch = new CudaStorage(ReductionScratchFloats, Context);
         }
         catch
         {
-            Release();
+            // The construction's own error is the one to report, not a failed free on the way out.
+            _ = Release();
             throw;
         }
     }
@@ -63,12 +64,14 @@ public sealed partial class CudaBackend : IBackend
 
     public Device Device => Device.Cuda;
 
+    public int DeviceOrdinal => Info.Ordinal;
+
     public MatmulPrecision GemmPrecision { get; set; } = MatmulPrecision.Tf32;
 
     public Tensor Allocate(TensorShape shape, string? name = null)
     {
         Context.MakeCurrent();
-        var t = new Tensor(new CudaStorage(shape.Length), shape, 0, ownsStorage: true, name);
+        var t = new Tensor(new CudaStorage(shape.Length, Context), shape, 0, ownsStorage: true, name);
         Fill(t, 0f);
         return t;
     }
@@ -80,7 +83,7 @@ public sealed partial class CudaBackend : IBackend
         fixed (float* host = source)
         {
             // Synchronous for pageable memory: the span may be gone once this returns.
-            CudaCheck.Driver(DriverApi.cuMemcpyHtoDAsync(destination.DevicePointer(), host, (nuint)(source.Length * sizeof(float)), Stream.Handle), $"cuMemcpyHtoDAsync({destination.Describe()})");
+            CudaCheck.Stream(DriverApi.cuMemcpyHtoDAsync(destination.DevicePointer(), host, (nuint)(source.Length * sizeof(float)), Stream.Handle), $"cuMemcpyHtoDAsync({destination.Describe()})", Stream);
             Stream.Synchronize();
         }
     }
@@ -94,7 +97,7 @@ public sealed partial class CudaBackend : IBackend
         }
         Context.MakeCurrent();
         var host = (float*)source.Pointer + sourceOffset;
-        CudaCheck.Driver(DriverApi.cuMemcpyHtoDAsync(destination.DevicePointer(), host, (nuint)(destination.Length * sizeof(float)), Stream.Handle), $"cuMemcpyHtoDAsync({destination.Describe()})");
+        CudaCheck.Stream(DriverApi.cuMemcpyHtoDAsync(destination.DevicePointer(), host, (nuint)(destination.Length * sizeof(float)), Stream.Handle), $"cuMemcpyHtoDAsync({destination.Describe()})", Stream);
     }
 
     public unsafe void CopyToHost(Tensor source, Span<float> destination)
@@ -103,7 +106,7 @@ public sealed partial class CudaBackend : IBackend
         Context.MakeCurrent();
         fixed (float* host = destination)
         {
-            CudaCheck.Driver(DriverApi.cuMemcpyDtoHAsync(host, source.DevicePointer(), (nuint)(destination.Length * sizeof(float)), Stream.Handle), $"cuMemcpyDtoHAsync({source.Describe()})");
+            CudaCheck.Stream(DriverApi.cuMemcpyDtoHAsync(host, source.DevicePointer(), (nuint)(destination.Length * sizeof(float)), Stream.Handle), $"cuMemcpyDtoHAsync({source.Describe()})", Stream);
             Stream.Synchronize();
         }
     }
@@ -112,13 +115,13 @@ public sealed partial class CudaBackend : IBackend
     {
         Check.SameLength(source, destination);
         Context.MakeCurrent();
-        CudaCheck.Driver(DriverApi.cuMemcpyDtoDAsync(destination.DevicePointer(), source.DevicePointer(), (nuint)(source.Length * sizeof(float)), Stream.Handle), $"cuMemcpyDtoDAsync({source.Describe()} -> {destination.Describe()})");
+        CudaCheck.Stream(DriverApi.cuMemcpyDtoDAsync(destination.DevicePointer(), source.DevicePointer(), (nuint)(source.Length * sizeof(float)), Stream.Handle), $"cuMemcpyDtoDAsync({source.Describe()} -> {destination.Describe()})", Stream);
     }
 
     public void Fill(Tensor tensor, float value)
     {
         Context.MakeCurrent();
-        CudaCheck.Driver(DriverApi.cuMemsetD32Async(tensor.DevicePointer(), BitConverter.SingleToUInt32Bits(value), (nuint)tensor.Length, Stream.Handle), $"cuMemsetD32Async({tensor.Describe()})");
+        CudaCheck.Stream(DriverApi.cuMemsetD32Async(tensor.DevicePointer(), BitConverter.SingleToUInt32Bits(value), (nuint)tensor.Length, Stream.Handle), $"cuMemsetD32Async({tensor.Describe()})", Stream);
     }
 
     public void Synchronize()
@@ -173,17 +176,36 @@ public sealed partial class CudaBackend : IBackend
         _disposed = true;
         Context.MakeCurrent();
         _ = DriverApi.cuStreamSynchronize(Stream.Handle);
-        Release();
+        if (Release() is { } failure)
+        {
+            throw failure;
+        }
     }
 
-    /// <summary>Frees whatever the constructor got to create, in reverse order (members are null after a failed construction).</summary>
-    private void Release()
+    /// <summary>
+    /// Frees whatever the constructor got to create, in reverse order (members are null after a failed construction),
+    /// all of it even when a free fails; returns the first failure.
+    /// </summary>
+    private CudaException? Release()
     {
-        _reductionScratch?.Dispose();
-        _cublasWorkspace?.Dispose();
-        Blas?.Dispose();
-        Module?.Dispose();
-        Stream?.Dispose();
+        CudaException? failure = null;
+        void Free(IDisposable? resource)
+        {
+            try
+            {
+                resource?.Dispose();
+            }
+            catch (CudaException e)
+            {
+                failure ??= e;
+            }
+        }
+        Free(_reductionScratch);
+        Free(_cublasWorkspace);
+        Free(Blas);
+        Free(Module);
+        Free(Stream);
         Context.Dispose();
+        return failure;
     }
 }

@@ -30,7 +30,10 @@ public partial interface IBackend
     /// </summary>
     void NtXentForward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats);
 
-    /// <summary>dz ← gradScale · ∂loss/∂z, after <see cref="NtXentForward"/> on the same z, workspace and precision.</summary>
+    /// <summary>
+    /// dz ← gradScale · ∂loss/∂z, after <see cref="NtXentForward"/> on the same z, workspace and precision. dz must not
+    /// overlap z: each row's gradient reads its partner's row of z, which another thread may already have overwritten.
+    /// </summary>
     void NtXentBackward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor dz, float gradScale = 1f);
 
     /// <summary>A ring buffer of <paramref name="capacity"/> L2-normalised keys of <paramref name="dim"/> floats, zero-filled.</summary>
@@ -145,6 +148,22 @@ internal static class ContrastiveCheck
         if (workspace.Length < needed)
         {
             throw new ArgumentException($"{workspace.Describe()}: the op needs a workspace of {needed} floats, got {workspace.Length}");
+        }
+    }
+
+    /// <summary>dz shaped like z and apart from it (the backward reads z[partner] while writing dz[i]).</summary>
+    public static void Gradient(Tensor z, Tensor dz)
+    {
+        Check.SameShape(z, dz);
+        Check.Disjoint(dz, z, "the NT-Xent backward reads every row's partner in z while it writes dz");
+    }
+
+    /// <summary>A device address the kernels read with <paramref name="bytes"/>-byte copies.</summary>
+    public static void Aligned(ulong address, int bytes, string what)
+    {
+        if (address % (ulong)bytes != 0)
+        {
+            throw new ArgumentException($"{what} starts at 0x{address:x}, which is not {bytes}-byte aligned; the kernels copy it {bytes} bytes at a time (use a tensor the backend allocated, or a view at a multiple of {bytes / sizeof(float)} floats)");
         }
     }
 

@@ -109,6 +109,12 @@ public sealed class OptimizerPlan : IDisposable
     /// <summary>Ints per table entry: the kernels read each entry as one int4.</summary>
     internal const int EntryInts = 4;
 
+    /// <summary>
+    /// Chunk offsets are stored in units of this many elements (kOffsetUnit in optim.cu): every chunk starts on the
+    /// arena's alignment, so a 32-bit entry reaches 2^37 elements, not 2^31.
+    /// </summary>
+    internal const int OffsetUnit = ArenaLayout.AlignmentElements;
+
     private readonly Tensor _tables;
     private readonly Tensor _scalars;
     private readonly Tensor _larsResults;
@@ -125,42 +131,45 @@ public sealed class OptimizerPlan : IDisposable
         Length = arena.TrainableLength;
         ChunkLength = chunkLength;
         Segments = arena.Views.Where(v => v.IsTrainable).OrderBy(v => v.Offset).ToArray();
-
-        var chunks = new List<int>();
-        var segments = new int[Segments.Count * EntryInts];
-        for (var s = 0; s < Segments.Count; s++)
-        {
-            var view = Segments[s];
-            var flags = view.IsExcludedFromDecay ? ExcludedFromDecay : 0;
-            segments[(s * EntryInts) + 0] = chunks.Count / EntryInts;
-            for (long start = 0; start < view.Length; start += chunkLength)
-            {
-                chunks.AddRange([checked((int)(view.Offset + start)), (int)Math.Min(chunkLength, view.Length - start), s, flags]);
-            }
-            segments[(s * EntryInts) + 1] = (chunks.Count / EntryInts) - segments[s * EntryInts];
-            segments[(s * EntryInts) + 2] = flags;
-        }
-        Chunks = chunks.ToArray();
-        SegmentTable = segments;
+        (Chunks, SegmentTable) = BuildTables(Segments, chunkLength);
         ChunkCount = Chunks.Length / EntryInts;
 
-        // Tensors are float32; the tables travel as raw 32-bit words (a bitwise copy) and the kernels read them as int4.
-        _tables = Backend.Allocate(new TensorShape(Math.Max(1, Chunks.Length + SegmentTable.Length)), "optimizer plan tables");
-        var words = new int[_tables.Length];
-        Chunks.CopyTo(words, 0);
-        SegmentTable.CopyTo(words, Chunks.Length);
-        Backend.CopyFromHost(MemoryMarshal.Cast<int, float>(words), _tables);
+        // Out of device memory part-way, the plan gives back what it had allocated.
+        var allocated = new List<Tensor>();
+        Tensor Allocate(TensorShape shape, string name)
+        {
+            var t = Backend.Allocate(shape, name);
+            allocated.Add(t);
+            return t;
+        }
+        try
+        {
+            _tables = Allocate(new TensorShape(Math.Max(1, Chunks.Length + SegmentTable.Length)), "optimizer plan tables");
+            WeightPartials = Allocate(new TensorShape(Math.Max(1, ChunkCount)), "per-chunk sum of squared weights");
+            GradientPartials = Allocate(new TensorShape(Math.Max(1, ChunkCount)), "per-chunk sum of squared gradients");
+            _scalars = Allocate(new TensorShape(2), "gradient norm and clip scale");
+            GradientWeightPartials = Allocate(new TensorShape(Math.Max(1, ChunkCount)), "per-chunk sum of gradient times weight");
+            _larsResults = Allocate(new TensorShape(2 * Math.Max(1, Segments.Count)), "LARS trust ratios and applied weight decay");
+
+            // Tensors are float32; the tables travel as raw 32-bit words (a bitwise copy) and the kernels read them as int4.
+            var words = new int[_tables.Length];
+            Chunks.CopyTo(words, 0);
+            SegmentTable.CopyTo(words, Chunks.Length);
+            Backend.CopyFromHost(MemoryMarshal.Cast<int, float>(words), _tables);
+        }
+        catch
+        {
+            foreach (var t in allocated)
+            {
+                t.Dispose();
+            }
+            throw;
+        }
         ChunkTable = _tables.View(0, new TensorShape(Chunks.Length), "chunk table");
         SegmentTableTensor = _tables.View(Chunks.Length, new TensorShape(SegmentTable.Length), "segment table");
-
-        WeightPartials = Backend.Allocate(new TensorShape(Math.Max(1, ChunkCount)), "per-chunk sum of squared weights");
-        GradientPartials = Backend.Allocate(new TensorShape(Math.Max(1, ChunkCount)), "per-chunk sum of squared gradients");
-        _scalars = Backend.Allocate(new TensorShape(2), "gradient norm and clip scale");
         GradientNorm = _scalars.View(0, new TensorShape(1), "gradient norm");
         ClipScale = _scalars.View(1, new TensorShape(1), "clip scale");
-        GradientWeightPartials = Backend.Allocate(new TensorShape(Math.Max(1, ChunkCount)), "per-chunk sum of gradient times weight");
         var perSegment = Math.Max(1, Segments.Count);
-        _larsResults = Backend.Allocate(new TensorShape(2 * perSegment), "LARS trust ratios and applied weight decay");
         TrustRatios = _larsResults.View(0, new TensorShape(perSegment), "LARS trust ratios");
         AppliedWeightDecay = _larsResults.View(perSegment, new TensorShape(perSegment), "LARS applied weight decay");
     }
@@ -192,7 +201,7 @@ public sealed class OptimizerPlan : IDisposable
     /// </summary>
     public Tensor AppliedWeightDecay { get; }
 
-    /// <summary>Host copy of the chunk table: (offset, length, segment, flags) per chunk.</summary>
+    /// <summary>Host copy of the chunk table: (offset in <see cref="OffsetUnit"/>s, length, segment, flags) per chunk.</summary>
     internal int[] Chunks { get; }
 
     /// <summary>Host copy of the segment table: (first chunk, chunk count, flags, unused) per segment.</summary>
@@ -208,6 +217,38 @@ public sealed class OptimizerPlan : IDisposable
 
     /// <summary>Per-chunk Σ g·w: with Σ g² and Σ w² it gives the SimCLR form's ‖c·g + wd·w‖ for any clip scale c.</summary>
     internal Tensor GradientWeightPartials { get; }
+
+    /// <summary>The first element of chunk <paramref name="chunk"/> in the arena.</summary>
+    internal long ChunkOffset(int chunk) => (long)(uint)Chunks[chunk * EntryInts] * OffsetUnit;
+
+    /// <summary>
+    /// The chunk table (offset in <see cref="OffsetUnit"/>s, length, segment, flags per chunk) and the segment table
+    /// (first chunk, chunk count, flags, unused per segment) of views cut into chunks of at most chunkLength elements.
+    /// </summary>
+    internal static (int[] Chunks, int[] Segments) BuildTables(IReadOnlyList<ParameterView> views, int chunkLength)
+    {
+        var chunks = new List<int>();
+        var segments = new int[views.Count * EntryInts];
+        for (var s = 0; s < views.Count; s++)
+        {
+            var view = views[s];
+            var flags = view.IsExcludedFromDecay ? ExcludedFromDecay : 0;
+            segments[(s * EntryInts) + 0] = chunks.Count / EntryInts;
+            for (long start = 0; start < view.Length; start += chunkLength)
+            {
+                var offset = view.Offset + start;
+                if (offset % OffsetUnit != 0)
+                {
+                    throw new ArgumentException($"{view.Name} starts a chunk at element {offset}, not a multiple of {OffsetUnit}");
+                }
+                var units = unchecked((int)checked((uint)(offset / OffsetUnit)));
+                chunks.AddRange([units, (int)Math.Min(chunkLength, view.Length - start), s, flags]);
+            }
+            segments[(s * EntryInts) + 1] = (chunks.Count / EntryInts) - segments[s * EntryInts];
+            segments[(s * EntryInts) + 2] = flags;
+        }
+        return (chunks.ToArray(), segments);
+    }
 
     /// <summary>First chunk and chunk count of segment <paramref name="segment"/>.</summary>
     internal (int First, int Count) ChunksOf(int segment) => (SegmentTable[segment * EntryInts], SegmentTable[(segment * EntryInts) + 1]);
@@ -245,12 +286,12 @@ internal static class OptimChecks
         foreach (var t in tensors)
         {
             Check.Length(t.Length, plan.Length, t.Describe() + " (the arena's trainable prefix)");
-            Check.Device(t, backend.Device);
+            Check.Device(t, backend);
         }
         if (options.Teacher is { } teacher)
         {
             Check.Length(teacher.Length, plan.Length, teacher.Describe() + " (the teacher's trainable prefix)");
-            Check.Device(teacher, backend.Device);
+            Check.Device(teacher, backend);
             Momentum(options.TeacherMomentum, "teacher momentum");
         }
         if (!(options.MaxGradientNorm >= 0f) || float.IsInfinity(options.MaxGradientNorm))

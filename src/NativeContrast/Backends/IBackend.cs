@@ -30,6 +30,9 @@ public partial interface IBackend : IDisposable
 
     Device Device { get; }
 
+    /// <summary>Which device of its kind: the CUDA ordinal (0 for the CPU).</summary>
+    int DeviceOrdinal => 0;
+
     /// <summary>Precision of GEMMs issued by <see cref="Gemm"/> and <see cref="GemmBatched"/>.</summary>
     MatmulPrecision GemmPrecision { get; set; }
 

@@ -1,5 +1,6 @@
 namespace NativeContrast.Cuda;
 
+using System.Runtime.InteropServices;
 using NativeContrast.Backends;
 
 /// <summary>
@@ -10,8 +11,14 @@ public sealed unsafe class Cublas : IDisposable
 {
     private IntPtr _handle;
 
+    /// <summary>A handle on the current context's device; throws <see cref="CudaUnavailableException"/> when no cuBLAS initialises.</summary>
     public Cublas(CudaStream stream)
     {
+        var why = NativeLibraries.SelectCublas(WhyCreateFails);
+        if (why is not null)
+        {
+            throw new CudaUnavailableException(why);
+        }
         CudaCheck.Cublas(CublasApi.cublasCreate(out _handle), "cublasCreate");
         CudaCheck.Cublas(CublasApi.cublasSetStream(_handle, stream.Handle), "cublasSetStream");
         Version = LoadedVersion();
@@ -33,22 +40,25 @@ public sealed unsafe class Cublas : IDisposable
     /// <summary>The file the cuBLAS library was loaded from (after the first cuBLAS call), for `nativecontrast info`.</summary>
     public static string? LibraryFile => NativeLibraries.LoadedPath(NativeLibraries.ResolvedCublas);
 
-    /// <summary>Null when cuBLAS can be loaded, else the one-line reason.</summary>
-    public static string? WhyUnavailable()
+    /// <summary>Null when some cuBLAS can be loaded, else the one-line reason; binds no entry point, so the constructor still chooses.</summary>
+    public static string? WhyUnavailable() => NativeLibraries.WhyNoCublasLoads("cublasGetStatusName") is { } why ? $"no cuBLAS: {why}" : null;
+
+    /// <summary>Null when cublasCreate of this library works in the current context, else what it returned (called through the library's own exports).</summary>
+    private static string? WhyCreateFails(IntPtr library)
     {
-        try
+        if (!NativeLibrary.TryGetExport(library, "cublasCreate_v2", out var create) || !NativeLibrary.TryGetExport(library, "cublasDestroy_v2", out var destroy)
+            || !NativeLibrary.TryGetExport(library, "cublasGetStatusName", out _))
         {
-            _ = CublasApi.cublasGetStatusName(0);
-            return null;
+            return "too old (cuBLAS 11 or later needed)";
         }
-        catch (DllNotFoundException e)
+        IntPtr handle;
+        var status = ((delegate* unmanaged<IntPtr*, int>)create)(&handle);
+        if (status != CublasApi.Success)
         {
-            return $"no cuBLAS: {e.Message}";
+            return $"cublasCreate returned status {status}";
         }
-        catch (EntryPointNotFoundException e)
-        {
-            return $"cuBLAS is too old (11 or later needed): {e.Message}";
-        }
+        _ = ((delegate* unmanaged<IntPtr, int>)destroy)(handle);
+        return null;
     }
 
     /// <summary>Gives cuBLAS a fixed workspace so that GEMMs allocate nothing (required inside graph capture).</summary>

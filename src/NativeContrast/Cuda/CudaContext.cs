@@ -45,6 +45,26 @@ public sealed class CudaContext : IDisposable
         }
     }
 
+    /// <summary>
+    /// Frees device memory allocated in this context, making it current first. A failure throws, except after a
+    /// fault that lost the context was already reported (every free then fails the same way, and says nothing new).
+    /// Memory still held when the context is disposed went with it: there is nothing left to free.
+    /// </summary>
+    internal void Free(ulong pointer, nuint bytes)
+    {
+        if (_handle == IntPtr.Zero)
+        {
+            return;
+        }
+        MakeCurrent();
+        var result = DriverApi.cuMemFree(pointer);
+        if (CudaCheck.FreeFailureToReport(result, CudaCheck.ContextLossReported))
+        {
+            var (name, text) = CudaCheck.DriverError(result);
+            throw new CudaException($"cuMemFree({bytes} bytes on cuda:{Info.Ordinal})", result, name, text);
+        }
+    }
+
     public (long FreeBytes, long TotalBytes) MemoryInfo()
     {
         MakeCurrent();

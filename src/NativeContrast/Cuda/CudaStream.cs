@@ -22,7 +22,11 @@ public sealed class CudaStream : IDisposable
     /// <summary>True between <see cref="BeginCapture"/> and <see cref="EndCapture"/>; nothing may synchronise then.</summary>
     public bool IsCapturing { get; private set; }
 
-    public void Synchronize() => CudaCheck.Driver(DriverApi.cuStreamSynchronize(Handle), "cuStreamSynchronize");
+    /// <summary>The last kernels launched on this stream, for the report of a fault that surfaces later.</summary>
+    internal LaunchHistory Launches { get; } = new(8);
+
+    /// <summary>Waits for the stream; an earlier kernel's fault surfaces here, reported with the kernels the stream ran last.</summary>
+    public void Synchronize() => CudaCheck.Stream(DriverApi.cuStreamSynchronize(Handle), "cuStreamSynchronize", this);
 
     public void Wait(CudaEvent ev) => CudaCheck.Driver(DriverApi.cuStreamWaitEvent(Handle, ev.Handle, 0), "cuStreamWaitEvent");
 
@@ -51,6 +55,34 @@ public sealed class CudaStream : IDisposable
     }
 }
 
+/// <summary>The last few kernels launched on a stream (name and grid), recorded without allocating per launch.</summary>
+internal sealed class LaunchHistory(int capacity)
+{
+    private readonly string[] _names = new string[capacity];
+    private readonly Dim3[] _grids = new Dim3[capacity];
+    private long _count;
+
+    public void Record(string name, Dim3 grid)
+    {
+        var slot = (int)(_count % capacity);
+        _names[slot] = name;
+        _grids[slot] = grid;
+        _count++;
+    }
+
+    /// <summary>The recorded launches, oldest first, as "name grid (x, y, z)".</summary>
+    public IReadOnlyList<string> Recent()
+    {
+        var recent = new List<string>();
+        for (var i = Math.Max(0, _count - capacity); i < _count; i++)
+        {
+            var slot = (int)(i % capacity);
+            recent.Add($"{_names[slot]} grid {_grids[slot]}");
+        }
+        return recent;
+    }
+}
+
 /// <summary>A captured, instantiated graph: one launch replays every kernel and copy recorded into it.</summary>
 public sealed class CudaGraph : IDisposable
 {
@@ -66,7 +98,7 @@ public sealed class CudaGraph : IDisposable
     public void Launch(CudaStream stream)
     {
         ObjectDisposedException.ThrowIf(_executable == IntPtr.Zero, this);
-        CudaCheck.Driver(DriverApi.cuGraphLaunch(_executable, stream.Handle), "cuGraphLaunch");
+        CudaCheck.Stream(DriverApi.cuGraphLaunch(_executable, stream.Handle), "cuGraphLaunch", stream);
     }
 
     public void Dispose()

@@ -2,13 +2,19 @@ namespace NativeContrast.Cuda;
 
 using NativeContrast.Tensors;
 
-/// <summary>Float32 device memory backing tensors of the CUDA backend.</summary>
+/// <summary>Float32 device memory backing tensors of the CUDA backend, allocated in and freed through its context.</summary>
 public sealed class CudaStorage : TensorStorage
 {
-    public CudaStorage(long length)
+    private readonly CudaContext _context;
+    private readonly nuint _bytes;
+
+    public CudaStorage(long length, CudaContext context)
         : base(length)
     {
+        _context = context;
+        context.MakeCurrent();
         var bytes = (nuint)Math.Max(4, length * sizeof(float));
+        _bytes = bytes;
         var result = DriverApi.cuMemAlloc(out var pointer, bytes);
         if (result != DriverApi.Success)
         {
@@ -25,12 +31,16 @@ public sealed class CudaStorage : TensorStorage
 
     public override Device Device => Device.Cuda;
 
+    public override int DeviceOrdinal => _context.Info.Ordinal;
+
+    /// <summary>Frees the memory with its own context current (the calling thread may have another); a failed free throws.</summary>
     protected override void Release()
     {
         if (Pointer != 0)
         {
-            _ = DriverApi.cuMemFree(Pointer);
+            var pointer = Pointer;
             Pointer = 0;
+            _context.Free(pointer, _bytes);
         }
     }
 }

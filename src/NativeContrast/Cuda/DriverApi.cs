@@ -7,6 +7,9 @@ internal static unsafe partial class DriverApi
 {
     public const int Success = 0;
     public const int ErrorNoDevice = 100;
+    public const int ErrorCooperativeLaunchTooLarge = 720;
+    public const int ErrorNotPermitted = 800;
+    public const int ErrorNotSupported = 801;
 
     public const int StreamNonBlocking = 0x1;
     public const int EventDefault = 0x0;

@@ -125,7 +125,7 @@ public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
 /// </summary>
 public sealed unsafe class CudaKernel
 {
-    private static readonly bool SynchronizeEachLaunch = Environment.GetEnvironmentVariable("NATIVECONTRAST_SYNC_LAUNCH") == "1";
+    internal static readonly bool SynchronizeEachLaunch = Environment.GetEnvironmentVariable("NATIVECONTRAST_SYNC_LAUNCH") == "1";
 
     private int _dynamicSharedLimit = 48 * 1024;
 
@@ -142,6 +142,7 @@ public sealed unsafe class CudaKernel
     public void Launch(Dim3 grid, Dim3 block, int sharedBytes, CudaStream stream, void** arguments)
     {
         EnsureSharedMemory(sharedBytes);
+        stream.Launches.Record(Name, grid);
         var result = DriverApi.cuLaunchKernel(Function, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, (uint)sharedBytes, stream.Handle, arguments, null);
         Completed(result, grid, block, sharedBytes, stream);
     }
@@ -150,6 +151,7 @@ public sealed unsafe class CudaKernel
     public void LaunchCooperative(Dim3 grid, Dim3 block, int sharedBytes, CudaStream stream, void** arguments)
     {
         EnsureSharedMemory(sharedBytes);
+        stream.Launches.Record(Name, grid);
         var result = DriverApi.cuLaunchCooperativeKernel(Function, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, (uint)sharedBytes, stream.Handle, arguments);
         Completed(result, grid, block, sharedBytes, stream);
     }
@@ -180,8 +182,9 @@ public sealed unsafe class CudaKernel
         }
         if (result != DriverApi.Success)
         {
+            // A lost context may come from an earlier kernel whose fault surfaces at this launch: the detail says so.
             var (errorName, text) = CudaCheck.DriverError(result);
-            throw new KernelLaunchException(Name, $"grid {grid} block {block} shared {sharedBytes} B", result, errorName, text);
+            throw new KernelLaunchException(Name, $"grid {grid} block {block} shared {sharedBytes} B", result, errorName, CudaCheck.StreamFailure(text, result, stream));
         }
     }
 }

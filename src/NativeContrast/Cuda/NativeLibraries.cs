@@ -7,10 +7,17 @@ using System.Runtime.InteropServices;
 /// <summary>
 /// Maps the logical library names used by [LibraryImport] ("cuda", "cublas") to the files each platform ships,
 /// trying newer cuBLAS majors first. A library that cannot be found surfaces as <see cref="DllNotFoundException"/>,
-/// which <see cref="CudaProbe"/> turns into one readable line.
+/// which <see cref="CudaProbe"/> turns into one readable line. cuBLAS is chosen by <see cref="SelectCublas"/> before
+/// its entry points are bound: the newest one whose cublasCreate works, since a library can load and still fail to
+/// initialise (a cuBLAS newer than the driver supports).
 /// </summary>
 internal static class NativeLibraries
 {
+    private static readonly Lock CublasGate = new();
+
+    /// <summary>The cuBLAS the entry points bind to, once chosen (by <see cref="SelectCublas"/> or the first binding).</summary>
+    private static IntPtr _cublas;
+
     public const string Driver = "cuda";
     public const string Cublas = "cublas";
 
@@ -65,8 +72,98 @@ internal static class NativeLibraries
 #pragma warning restore CA2255
     internal static void Install() => NativeLibrary.SetDllImportResolver(typeof(NativeLibraries).Assembly, Resolve);
 
+    /// <summary>
+    /// Chooses the cuBLAS to bind: the first candidate that loads and for which <paramref name="whyNot"/> (given the
+    /// library's handle) returns null. Returns null on success, else one line naming every candidate and why it
+    /// failed. Once a cuBLAS entry point is bound, the choice is fixed and only that library is checked.
+    /// </summary>
+    public static string? SelectCublas(Func<IntPtr, string?> whyNot)
+    {
+        lock (CublasGate)
+        {
+            if (_cublas != IntPtr.Zero)
+            {
+                var why = whyNot(_cublas);
+                return why is null ? null : $"{ResolvedCublas}: {why}";
+            }
+            var (chosen, handle, reasons) = FirstWorking(CublasCandidates, TryLoad, whyNot);
+            if (chosen < 0)
+            {
+                return $"no cuBLAS initialises here ({reasons})";
+            }
+            _cublas = handle;
+            ResolvedCublas = CublasCandidates[chosen];
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// The index and handle of the first candidate that loads and passes <paramref name="whyNot"/>, or -1, with the
+    /// reasons of those before it ("file: why", semicolon-separated). A candidate that fails stays loaded, unused:
+    /// unloading a CUDA library after it initialised is not safe (its exit handlers would point into unmapped code).
+    /// </summary>
+    internal static (int Chosen, IntPtr Handle, string Reasons) FirstWorking(
+        IReadOnlyList<string> candidates, Func<string, IntPtr> load, Func<IntPtr, string?> whyNot)
+    {
+        var reasons = new List<string>();
+        for (var i = 0; i < candidates.Count; i++)
+        {
+            var handle = load(candidates[i]);
+            if (handle == IntPtr.Zero)
+            {
+                reasons.Add($"{candidates[i]}: not found");
+                continue;
+            }
+            var why = whyNot(handle);
+            if (why is null)
+            {
+                return (i, handle, string.Join("; ", reasons));
+            }
+            reasons.Add($"{candidates[i]}: {why}");
+        }
+        return (-1, IntPtr.Zero, string.Join("; ", reasons));
+    }
+
+    /// <summary>
+    /// Null when some cuBLAS candidate loads and exports <paramref name="entryPoint"/>, else why none does; binds no
+    /// entry point (what it loads stays loaded, as the resolver would have left it).
+    /// </summary>
+    public static string? WhyNoCublasLoads(string entryPoint)
+    {
+        var found = false;
+        foreach (var file in CublasCandidates)
+        {
+            var handle = TryLoad(file);
+            if (handle == IntPtr.Zero)
+            {
+                continue;
+            }
+            found = true;
+            if (NativeLibrary.TryGetExport(handle, entryPoint, out _))
+            {
+                return null;
+            }
+        }
+        return found
+            ? $"cuBLAS is too old (11 or later needed): no {entryPoint} in {string.Join(", ", CublasCandidates)}"
+            : $"cuBLAS was not found (tried {string.Join(", ", CublasCandidates)})";
+    }
+
+    private static IntPtr TryLoad(string file) =>
+        NativeLibrary.TryLoad(file, typeof(NativeLibraries).Assembly, null, out var handle) ? handle : IntPtr.Zero;
+
     private static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath)
     {
+        if (name == Cublas)
+        {
+            lock (CublasGate)
+            {
+                if (_cublas != IntPtr.Zero)
+                {
+                    return _cublas;
+                }
+            }
+        }
         var candidates = name switch
         {
             Driver => DriverCandidates,
@@ -87,7 +184,11 @@ internal static class NativeLibraries
                 }
                 else
                 {
-                    ResolvedCublas = file;
+                    lock (CublasGate)
+                    {
+                        ResolvedCublas = file;
+                        _cublas = handle;
+                    }
                 }
                 return handle;
             }

@@ -19,6 +19,25 @@ internal static class DataFiles
         return n == 2 && magic[0] == 0x1f && magic[1] == 0x8b ? new GZipStream(file, CompressionMode.Decompress) : file;
     }
 
+    /// <summary>Deflate's largest compression ratio: a gzip stream of n bytes never decompresses to more than 1032 n.</summary>
+    private const long MaxDeflateRatio = 1032;
+
+    /// <summary>
+    /// Rejects a header that declares more content than the file can hold (its length, or deflate's limit for gzip),
+    /// before anything that size is allocated; <paramref name="declaredBytes"/> counts from the start of the content.
+    /// </summary>
+    public static void CheckDeclaredSize(Stream stream, string path, long declaredBytes, string what)
+    {
+        var compressed = stream as GZipStream;
+        var fileBytes = (compressed?.BaseStream ?? stream).Length;
+        var capacity = compressed is null ? fileBytes : fileBytes * MaxDeflateRatio;
+        if (declaredBytes > capacity)
+        {
+            var limit = compressed is null ? string.Empty : $", which cannot decompress to more than {capacity} bytes";
+            throw new DataFormatException(path, $"truncated or a corrupt header: it declares {what} ({declaredBytes} bytes) but the file holds {fileBytes} bytes{limit}");
+        }
+    }
+
     /// <summary>Fills <paramref name="buffer"/> from <paramref name="stream"/>; a short read or a corrupt gzip stream names the file.</summary>
     public static void ReadExactly(Stream stream, Span<byte> buffer, string path, string what)
     {

@@ -60,6 +60,7 @@ public static class IdxDataset
         {
             throw new DataFormatException(path, $"impossible IDX dimensions {count} x {rows} x {columns}");
         }
+        DataFiles.CheckDeclaredSize(stream, path, header.Length + ((long)count * rows * columns), $"{count} images of {rows} x {columns}");
         var store = ImageStore.Allocate(count, new ImageShape(rows, columns, 1));
         try
         {
@@ -93,6 +94,7 @@ public static class IdxDataset
         {
             throw new DataFormatException(path, $"negative label count {count}");
         }
+        DataFiles.CheckDeclaredSize(stream, path, header.Length + (long)count, $"{count} labels");
         var bytes = new byte[count];
         DataFiles.ReadExactly(stream, bytes, path, $"{count} labels");
         DataFiles.ExpectEnd(stream, path, $"{count} labels");

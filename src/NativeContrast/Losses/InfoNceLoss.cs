@@ -25,8 +25,25 @@ public sealed class InfoNceLoss : IDisposable
         // The requested precision must run here (this throws with the reason if not); the others are sized for when they can.
         var length = Math.Max(backend.InfoNceWorkspaceLength(batch, dim, queueLength, precision), ContrastiveWorkspace.LargestSupported(p => backend.InfoNceWorkspaceLength(batch, dim, queueLength, p)));
         _workspace = backend.Allocate(new TensorShape(checked((int)Math.Max(1, length))), "infonce workspace");
-        Queue = backend.CreateKeyQueue(queueLength, dim);
-        Stats = backend.Allocate(new TensorShape(ContrastiveCheck.StatsLength), "infonce stats");
+        try
+        {
+            Queue = backend.CreateKeyQueue(queueLength, dim);
+            try
+            {
+                Stats = backend.Allocate(new TensorShape(ContrastiveCheck.StatsLength), "infonce stats");
+            }
+            catch
+            {
+                Queue.Dispose();
+                throw;
+            }
+        }
+        catch
+        {
+            // Out of device memory: what was allocated goes back.
+            _workspace.Dispose();
+            throw;
+        }
     }
 
     public int Batch { get; }

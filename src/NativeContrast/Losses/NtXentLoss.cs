@@ -27,7 +27,16 @@ public sealed class NtXentLoss : IDisposable
         // The requested precision must run here (this throws with the reason if not); the others are sized for when they can.
         var length = Math.Max(backend.NtXentWorkspaceLength(rows, dim, precision), ContrastiveWorkspace.LargestSupported(p => backend.NtXentWorkspaceLength(rows, dim, p)));
         _workspace = backend.Allocate(new TensorShape(checked((int)Math.Max(1, length))), "nt-xent workspace");
-        Stats = backend.Allocate(new TensorShape(ContrastiveCheck.StatsLength), "nt-xent stats");
+        try
+        {
+            Stats = backend.Allocate(new TensorShape(ContrastiveCheck.StatsLength), "nt-xent stats");
+        }
+        catch
+        {
+            // Out of device memory: the workspace, the large part, goes back.
+            _workspace.Dispose();
+            throw;
+        }
     }
 
     public int Rows { get; }

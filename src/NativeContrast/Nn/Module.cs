@@ -57,10 +57,19 @@ public abstract class Module : IDisposable
     public Plan Plan(TensorShape input, bool inputGradient = false)
     {
         var builder = new PlanBuilder(Backend);
-        var root = CreatePlan(builder, input);
-        var dx = inputGradient ? builder.Allocate(input, $"{Name}.input.grad") : null;
-        var (owned, bytes) = builder.Build();
-        return new Plan(this, input, root, dx, owned, bytes);
+        try
+        {
+            var root = CreatePlan(builder, input);
+            var dx = inputGradient ? builder.Allocate(input, $"{Name}.input.grad") : null;
+            var (owned, bytes) = builder.Build();
+            return new Plan(this, input, root, dx, owned, bytes);
+        }
+        catch
+        {
+            // Out of device memory half-way through: give back what the plan got so far.
+            builder.Release();
+            throw;
+        }
     }
 
     /// <summary>The plan for this input shape, made (and kept by the module) the first time the shape is seen.</summary>

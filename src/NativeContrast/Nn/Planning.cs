@@ -118,6 +118,17 @@ public sealed class PlanBuilder
         }
         return (_owned, _owned.Sum(t => t.Length) * sizeof(float));
     }
+
+    /// <summary>Frees everything allocated so far, for a plan that failed before it was made.</summary>
+    internal void Release()
+    {
+        _built = true;
+        foreach (var t in _owned)
+        {
+            t.Dispose();
+        }
+        _owned.Clear();
+    }
 }
 
 /// <summary>

@@ -13,6 +13,9 @@ public abstract class TensorStorage : IDisposable
 
     public abstract Device Device { get; }
 
+    /// <summary>Which device of its kind holds the storage: the CUDA ordinal (0 for host memory).</summary>
+    public virtual int DeviceOrdinal => 0;
+
     public bool IsDisposed { get; private set; }
 
     public void Dispose()

@@ -10,12 +10,17 @@ using NativeContrast.Cuda;
 public class BackendSelectionTests
 {
     [Test]
-    public void TheProbeAnswersInOneLine()
+    public void TheProbeAnswersInOneLineOrTheGpuOpens()
     {
         var why = CudaProbe.WhyUnavailable();
         if (why is null)
         {
-            Assert.Pass("a usable GPU is present");
+            // "Usable" must mean what it says: the backend opens device 0, which the kernels support, with its module.
+            using var gpu = new CudaBackend();
+            Assert.That(gpu.Name, Does.StartWith("cuda:0 ("));
+            Assert.That(gpu.Info.ComputeMajor, Is.GreaterThanOrEqualTo(CudaProbe.MinimumComputeMajor));
+            Assert.That(gpu.Module.Path, Does.EndWith(KernelModule.FileName));
+            return;
         }
         Assert.That(why, Is.Not.Empty);
         Assert.That(why, Does.Not.Contain('\n').And.Not.Contain('\r'));

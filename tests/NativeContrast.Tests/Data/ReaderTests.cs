@@ -1,5 +1,6 @@
 namespace NativeContrast.Tests.Data;
 
+using System.Buffers.Binary;
 using NativeContrast.Data;
 
 /// <summary>IDX, CIFAR and STL-10 readers on tiny files written here, and every corrupt-file case.</summary>
@@ -38,15 +39,45 @@ public class ReaderTests : TemporaryFolderTest
         Assert.That(e!.Message, Does.StartWith(PathOf("labels")).And.Contain("wrong magic number"));
     }
 
-    [TestCase(false)]
-    [TestCase(true)]
-    public void IdxTruncatedFileNamesTheFileAndTheImage(bool gzip)
+    [Test]
+    public void IdxTruncatedFileIsRejectedFromItsSizeBeforeReading()
     {
         var bytes = IdxImages(4, 3, 3, Pixel);
-        WriteMaybeGzip(PathOf("images"), bytes[..^5], gzip);
+        File.WriteAllBytes(PathOf("images"), bytes[..^5]);
+        File.WriteAllBytes(PathOf("labels"), IdxLabels([1, 2, 3, 4]));
+        var e = Assert.Throws<DataFormatException>(() => IdxDataset.Load(PathOf("images"), PathOf("labels"), "x", Ten));
+        Assert.That(e!.Message, Does.StartWith(PathOf("images")).And.Contain("truncated").And.Contain("4 images of 3 x 3 (52 bytes)").And.Contain("holds 47 bytes"));
+    }
+
+    [Test]
+    public void IdxTruncatedGzipNamesTheFileAndTheImage()
+    {
+        // A gzip file's content size is known only by reading it, so the reader finds the end on the way.
+        var bytes = IdxImages(4, 3, 3, Pixel);
+        WriteMaybeGzip(PathOf("images"), bytes[..^5], gzip: true);
         File.WriteAllBytes(PathOf("labels"), IdxLabels([1, 2, 3, 4]));
         var e = Assert.Throws<DataFormatException>(() => IdxDataset.Load(PathOf("images"), PathOf("labels"), "x", Ten));
         Assert.That(e!.Message, Does.StartWith(PathOf("images")).And.Contain("truncated").And.Contain("image 3 of 4"));
+    }
+
+    [TestCase(false)]
+    [TestCase(true)]
+    public void IdxHeaderClaimingMoreThanTheFileCanHoldAllocatesNothing(bool gzip)
+    {
+        // 2^31 - 1 images of 16384 x 16384 would be 2^59 bytes: rejected from the file's size, not by running out of memory.
+        var header = IdxImages(0, 1, 1, Pixel);
+        BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(4), int.MaxValue);
+        BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(8), 16384);
+        BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(12), 16384);
+        WriteMaybeGzip(PathOf("images"), header, gzip);
+        var e = Assert.Throws<DataFormatException>(() => IdxDataset.ReadImages(PathOf("images")));
+        Assert.That(e!.Message, Does.StartWith(PathOf("images")).And.Contain("2147483647 images of 16384 x 16384"));
+
+        var labels = IdxLabels([]);
+        BinaryPrimitives.WriteInt32BigEndian(labels.AsSpan(4), int.MaxValue);
+        WriteMaybeGzip(PathOf("labels"), labels, gzip);
+        e = Assert.Throws<DataFormatException>(() => IdxDataset.ReadLabels(PathOf("labels"), 10));
+        Assert.That(e!.Message, Does.StartWith(PathOf("labels")).And.Contain("2147483647 labels"));
     }
 
     [Test]

@@ -153,14 +153,14 @@ public class OptimGpuParityTests : GpuTestBase
         }
     }
 
+    /// <summary>
+    /// One step with the teacher's EMA fused in. Without clipping SGD and AdamW follow the same roundings on both
+    /// backends (bit-exact); LARS reduces norms in different orders, so its student and teacher updates are compared
+    /// within <see cref="NormTolerance"/>, with its trust ratios.
+    /// </summary>
     [Test]
-    public void FusedTeacherUpdateIsBitExactToTheCpuTwin([Values] Kind kind)
+    public void FusedTeacherUpdateMatchesTheCpuTwin([Values] Kind kind)
     {
-        // No clipping and no LARS norms: the student and the teacher follow the same roundings on both backends.
-        if (kind == Kind.Lars)
-        {
-            Assert.Pass("LARS always reduces norms; covered within tolerance by StepsMatchTheCpuTwin");
-        }
         var slots = kind == Kind.AdamW ? 2 : 1;
         var (cpu, gpu) = Pair(Layout.Small, slots, seed: 9);
         var (cpuTeacher, gpuTeacher) = Pair(Layout.Small, 0, seed: 10);
@@ -171,10 +171,21 @@ public class OptimGpuParityTests : GpuTestBase
         {
             using var cpuOptimizer = Create(kind, cpu, nesterov: true);
             using var gpuOptimizer = Create(kind, gpu, nesterov: true);
+            var (studentBefore, teacherBefore) = (Read(cpu, cpu.TrainableValues), Read(cpuTeacher, cpuTeacher.TrainableValues));
             cpuOptimizer.Step(new Ema(cpuTeacher, cpu, 0.99f, includeBuffers: true));
             gpuOptimizer.Step(new Ema(gpuTeacher, gpu, 0.99f, includeBuffers: true));
-            AssertBitwiseEqual(Read(gpuTeacher, gpuTeacher.Values), Read(cpuTeacher, cpuTeacher.Values), "teacher");
-            AssertBitwiseEqual(Read(gpu, gpu.Values), Read(cpu, cpu.Values), "student");
+            if (kind != Kind.Lars)
+            {
+                AssertBitwiseEqual(Read(gpuTeacher, gpuTeacher.Values), Read(cpuTeacher, cpuTeacher.Values), "teacher");
+                AssertBitwiseEqual(Read(gpu, gpu.Values), Read(cpu, cpu.Values), "student");
+                return;
+            }
+            var segments = Segments(cpu);
+            AssertUpdateClose(segments, studentBefore, Read(gpu, gpu.TrainableValues), ToDouble(Read(cpu, cpu.TrainableValues)), NormTolerance, "student");
+            AssertUpdateClose(segments, teacherBefore, Read(gpuTeacher, gpuTeacher.TrainableValues), ToDouble(Read(cpuTeacher, cpuTeacher.TrainableValues)), NormTolerance, "teacher");
+            Numerics.AssertClose(Read(gpu, gpuOptimizer.Plan.TrustRatios), Read(cpu, cpuOptimizer.Plan.TrustRatios), NormTolerance, "trust ratios");
+            var buffers = (int)cpu.TrainableLength;
+            AssertBitwiseEqual(Read(gpuTeacher, gpuTeacher.Values)[buffers..], Read(cpuTeacher, cpuTeacher.Values)[buffers..], "teacher buffers (plain EMA)");
         }
     }
 

@@ -376,7 +376,7 @@ public class OptimizerTests
         var covered = new int[arena.TrainableLength];
         for (var c = 0; c < plan.ChunkCount; c++)
         {
-            var (offset, length, segment) = (plan.Chunks[4 * c], plan.Chunks[(4 * c) + 1], plan.Chunks[(4 * c) + 2]);
+            var (offset, length, segment) = ((int)plan.ChunkOffset(c), plan.Chunks[(4 * c) + 1], plan.Chunks[(4 * c) + 2]);
             Assert.That(length, Is.InRange(1, SmallChunks));
             Assert.That(offset % ArenaLayout.AlignmentElements, Is.Zero, "chunks start on a 32-float boundary");
             var view = plan.Segments[segment];
@@ -391,6 +391,30 @@ public class OptimizerTests
             Assert.That(covered.Skip((int)view.Offset).Take((int)view.Length), Is.All.EqualTo(1), view.Name);
         }
         Assert.That(covered.Sum(), Is.EqualTo(arena.Views.Where(v => v.IsTrainable).Sum(v => v.Length)), "padding is never covered");
+    }
+
+    [Test]
+    public void ChunkOffsetsReachBeyondTwoToTheThirtyOneElements()
+    {
+        // Arenas beyond 2^31 floats (8 GiB) are claimed; the tables hold offsets in 32-element units.
+        const int chunkLength = 1 << 24;
+        var views = new[]
+        {
+            new ParameterView("small.weight", new TensorShape(64), 0, ParameterKind.Weight, 0),
+            new ParameterView("large.weight", new TensorShape(1 << 20, 1 << 10), 3L << 30, ParameterKind.Weight, 1),
+            new ParameterView("last.bias", new TensorShape(40), (1L << 37) - 64, ParameterKind.Bias, 2),
+        };
+        var (chunks, segments) = OptimizerPlan.BuildTables(views, chunkLength);
+        long Offset(int chunk) => (long)(uint)chunks[chunk * OptimizerPlan.EntryInts] * OptimizerPlan.OffsetUnit;
+        Assert.That(segments[(1 * OptimizerPlan.EntryInts) + 1], Is.EqualTo(64), "2^30 elements in chunks of 2^24");
+        for (var c = 1; c <= 64; c++)
+        {
+            Assert.That(Offset(c), Is.EqualTo((3L << 30) + ((long)(c - 1) * chunkLength)), $"chunk {c}");
+        }
+        Assert.That(Offset(65), Is.EqualTo((1L << 37) - 64), "the last bias, near the 2^37 limit");
+
+        var beyond = new[] { new ParameterView("far.weight", new TensorShape(32), 1L << 37, ParameterKind.Weight, 0) };
+        Assert.That(() => OptimizerPlan.BuildTables(beyond, chunkLength), Throws.TypeOf<OverflowException>());
     }
 
     [Test]
