@@ -12,6 +12,9 @@ public class CudaFailureTests
         ["info"] = [],
         ["preview"] = [],
         ["export-torchvision"] = ["--out", "unused"],
+        ["train"] = [],
+        ["eval"] = [],
+        ["embed"] = ["--checkpoint", "unused", "--out", "unused"],
     };
 
     [Test]
