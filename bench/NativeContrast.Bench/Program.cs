@@ -10,7 +10,7 @@ public interface IBenchSuite
 
     string Description { get; }
 
-    /// <summary>"kernels" for kernel and model-step suites, "augment" for the data pipeline.</summary>
+    /// <summary>"kernels" for kernel and model-step suites, "augment" for the data pipeline, "cpu" for CPU training steps.</summary>
     string ResultsName { get; }
 
     /// <summary>True when the suite measures GPU work and is skipped without a device.</summary>
@@ -53,6 +53,7 @@ public static class Program
         new OptimBench(),
         new ResNetBench(),
         new AugmentBench(),
+        new CpuBench(),
     ];
 
     public static int Main(string[] args)
