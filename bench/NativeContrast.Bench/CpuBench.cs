@@ -19,7 +19,8 @@ using NativeContrast.Tensors;
 /// </list>
 /// Reported: median ms per step over several steps after a warm-up, images/s (a SimCLR step counts both views),
 /// and the floor: the step's convolution and linear FLOPs at the sgemm throughput measured in the same run.
-/// Peer: bench/reference/cpu.py; `bash bench/run-cpu.sh` runs both back to back.
+/// Peer: bench/reference/cpu.py; `bash bench/run-cpu.sh` runs both back to back. With --profile each case is timed
+/// layer by layer (<see cref="CpuProfile"/>) and the layers are listed by their share of the step.
 /// </summary>
 public sealed class CpuBench : IBenchSuite
 {
@@ -48,10 +49,10 @@ public sealed class CpuBench : IBenchSuite
         ];
         foreach (var (kernel, options, batch) in classifierCases)
         {
-            context.Add(Record(kernel, $"cifar-32x32x3-b{batch}", ClassifierStep(cpu, options, batch, repetitions), batch, gflops));
+            context.Add(Record(kernel, $"cifar-32x32x3-b{batch}", ClassifierStep(cpu, options, batch, repetitions, context.Profile), batch, gflops));
         }
         var viewBatch = quick ? 32 : 64;
-        context.Add(Record("simclr-step", $"r18w025-32x32x3-2x{viewBatch}", SimClrStep(cpu, small, viewBatch, repetitions), 2 * viewBatch, gflops));
+        context.Add(Record("simclr-step", $"r18w025-32x32x3-2x{viewBatch}", SimClrStep(cpu, small, viewBatch, repetitions, context.Profile), 2 * viewBatch, gflops));
     }
 
     private static BenchRecord Record(string kernel, string @case, (double Ms, double Flops) step, int images, double gflops) => new()
@@ -68,7 +69,7 @@ public sealed class CpuBench : IBenchSuite
         Note = $"{Environment.ProcessorCount} cores, load {LoadAverage()}; floor = conv+linear FLOPs at {gflops:F0} GFLOP/s (measured sgemm)",
     };
 
-    private static (double Ms, double Flops) ClassifierStep(CpuBackend cpu, ResNetOptions options, int batch, int repetitions)
+    private static (double Ms, double Flops) ClassifierStep(CpuBackend cpu, ResNetOptions options, int batch, int repetitions, bool profile)
     {
         const int classes = 10;
         var layout = new ArenaLayout();
@@ -98,10 +99,14 @@ public sealed class CpuBench : IBenchSuite
         }
 
         var ms = MedianMs(Step, repetitions);
+        if (profile)
+        {
+            CpuProfile.Print($"resnet18 w{options.WidthMultiplier} b{batch}", cpu, encoder, plan, ms);
+        }
         return (ms, StepFlops.Of(encoder, plan, batch, (double)encoder.FeatureDim * classes));
     }
 
-    private static (double Ms, double Flops) SimClrStep(CpuBackend cpu, ResNetOptions options, int viewBatch, int repetitions)
+    private static (double Ms, double Flops) SimClrStep(CpuBackend cpu, ResNetOptions options, int viewBatch, int repetitions, bool profile)
     {
         var layout = new ArenaLayout();
         var encoder = new ResNet(layout, options);
@@ -131,6 +136,10 @@ public sealed class CpuBench : IBenchSuite
         }
 
         var ms = MedianMs(Step, repetitions);
+        if (profile)
+        {
+            CpuProfile.Print($"simclr 2x{viewBatch}", cpu, encoder, plan, ms);
+        }
         var headMacs = (double)(headOptions.InputDim * headOptions.HiddenDim) + (headOptions.HiddenDim * headOptions.OutputDim);
         return (ms, StepFlops.Of(encoder, plan, rows, headMacs));
     }

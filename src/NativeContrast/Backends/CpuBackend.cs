@@ -121,22 +121,7 @@ public sealed partial class CpuBackend : IBackend
     {
         Check.SameLength(y, dx);
         Check.SameLength(dy, dx);
-        ReadOnlySpan<float> ys = Cpu(y), dys = Cpu(dy);
-        var dxs = Cpu(dx);
-        var i = 0;
-        if (Vector.IsHardwareAccelerated)
-        {
-            var width = Vector<float>.Count;
-            for (; i <= ys.Length - width; i += width)
-            {
-                var mask = Vector.GreaterThan(new Vector<float>(ys[i..]), Vector<float>.Zero);
-                Vector.ConditionalSelect(mask, new Vector<float>(dys[i..]), Vector<float>.Zero).CopyTo(dxs[i..]);
-            }
-        }
-        for (; i < ys.Length; i++)
-        {
-            dxs[i] = ys[i] > 0f ? dys[i] : 0f;
-        }
+        MaskByPositive(Cpu(y), Cpu(dy), Cpu(dx));
     }
 
     public void Sum(Tensor x, Tensor result)

@@ -58,6 +58,7 @@ public sealed class CpuLibraries
         {
             throw new InvalidOperationException($"{EnvironmentVariable}='{requested}': expected 'auto', 'openblas' or 'managed'");
         }
+        PreferSleepingWorkers();
         var (usesOpenBlas, blas) = DetectOpenBlas();
         if (requested == "openblas")
         {
@@ -65,6 +66,18 @@ public sealed class CpuLibraries
         }
         var (dnnl, convolutions) = DetectDnnl();
         return new CpuLibraries(usesOpenBlas, dnnl, $"{blas}, {convolutions}");
+    }
+
+    /// <summary>
+    /// A step alternates oneDNN's OpenMP team, OpenBLAS's thread pool and .NET's workers on the same cores. By default
+    /// the first two spin after each call (OpenMP for a while, OpenBLAS for about 2^28 cycles), taking the cores from
+    /// whichever pool runs next, which costs a small network several times its compute, and much more on a busy host.
+    /// So, before either library loads, ask both to sleep as soon as they are idle, unless the user has set these.
+    /// </summary>
+    private static void PreferSleepingWorkers()
+    {
+        LibC.SetDefault("OMP_WAIT_POLICY", "PASSIVE");
+        LibC.SetDefault("OPENBLAS_THREAD_TIMEOUT", "4");
     }
 
     private static (DnnlEngine? Engine, string Description) DetectDnnl()
