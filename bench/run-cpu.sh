@@ -15,4 +15,7 @@ echo "== engine: cpu ($(nproc) cores on $host; $(uptime))"
 dotnet run -c Release --project bench/NativeContrast.Bench -- cpu --results bench/results $quick
 echo "== pytorch: cpu ($python; $(uptime))"
 "$python" bench/reference/cpu.py --out "bench/results/cpu-$host.json" $quick
+# The engine makes OpenMP sleep when idle; the peer once more with the same setting.
+echo "== pytorch, OMP_WAIT_POLICY=PASSIVE ($(uptime))"
+OMP_WAIT_POLICY=PASSIVE "$python" bench/reference/cpu.py --out "bench/results/cpu-$host.json" $quick
 python3 bench/tables.py

@@ -36,7 +36,7 @@ public sealed class CpuBench : IBenchSuite
     {
         var cpu = context.Cpu;
         var quick = context.Quick;
-        var repetitions = quick ? 2 : 7;
+        var repetitions = quick ? 2 : 5;
         var gflops = MeasureGemmGflops(cpu, quick ? 512 : 1024);
         Console.WriteLine($"   {cpu.Libraries.Description}; sgemm {gflops:F0} GFLOP/s on {Environment.ProcessorCount} cores; load {LoadAverage()}");
         var resnet18 = ResNetOptions.ResNet18 with { Stem = ResNetStem.Cifar };

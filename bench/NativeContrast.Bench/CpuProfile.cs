@@ -35,7 +35,8 @@ public static class CpuProfile
             var forward = Median(() => conv.Forward(convPlan, x, y));
             var dx = inputGradient ? backend.Allocate(x.Shape, "profile dx") : null;
             var backward = Median(() => conv.Backward(convPlan, x, y, dx));
-            rows.Add(($"conv {convPlan.Geometry} -> {conv.OutChannels}{(inputGradient ? string.Empty : " (no dx)")}", forward, backward));
+            var runner = convPlan.Convolution?.Implementation ?? "im2col + GEMM";
+            rows.Add(($"conv {convPlan.Geometry} -> {conv.OutChannels}{(inputGradient ? string.Empty : " (no dx)")} [{runner}]", forward, backward));
             dx?.Dispose();
         }
 

@@ -10,6 +10,8 @@ The same cases as the engine's "cpu" suite, torch.set_num_threads(cores), eager 
   simclr-step:       two views of 64 images through ResNet-18 width 0.25 + Linear(128, 512)-ReLU-Linear(512, 128),
                      NT-Xent (tau 0.5) and LARS (SimCLR's: trust eta*|w|/(|g| + wd*|w|), biases and BN excluded).
 median_ms is the wall-clock median of several steps after two untimed ones; throughput counts images (both views).
+The engine asks OpenMP to sleep when idle (OMP_WAIT_POLICY=PASSIVE, see CpuLibraries.cs); run with that variable set,
+this peer records itself as "pytorch-passive" so both settings can be compared (bench/run-cpu.sh runs both).
 """
 import os
 import statistics
@@ -129,7 +131,7 @@ def main():
     args = parse_args(__doc__)
     cores = os.cpu_count()
     torch.set_num_threads(cores)
-    reps = 2 if args.quick else 7
+    reps = 2 if args.quick else 5
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, mkldnn {torch.backends.mkldnn.is_available()}, load {load_average()}")
     cases = [
         ("resnet18-step", 1.0, 32),
@@ -137,16 +139,17 @@ def main():
         ("resnet18w025-step", 0.25, 64 if args.quick else 128),
     ]
     records = []
+    impl = "pytorch-passive" if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else "pytorch"
 
     def add(kernel, case, ms, images):
         record = {
-            "kernel": kernel, "case": case, "impl": "pytorch", "median_ms": ms, "peak_bytes": 0, "gpu": "cpu-only",
+            "kernel": kernel, "case": case, "impl": impl, "median_ms": ms, "peak_bytes": 0, "gpu": "cpu-only",
             "throughput": images / (ms / 1000), "throughput_unit": "images/s",
-            "note": f"torch {torch.__version__} eager, NCHW, {torch.get_num_threads()} threads, load {load_average()}",
+            "note": f"torch {torch.__version__} eager, NCHW, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, load {load_average()}",
             "timestamp": timestamp(),
         }
         records.append(record)
-        print(f"{kernel:<18} {case:<28} pytorch {ms:10.1f} ms  {record['throughput']:8.1f} images/s")
+        print(f"{kernel:<18} {case:<28} {impl} {ms:10.1f} ms  {record['throughput']:8.1f} images/s")
 
     for kernel, width, batch in cases:
         add(kernel, f"cifar-32x32x3-b{batch}", classifier_step(width, batch, reps), batch)
