@@ -10,7 +10,7 @@ public interface IBenchSuite
 
     string Description { get; }
 
-    /// <summary>"kernels" for kernel and model-step suites, "augment" for the data pipeline.</summary>
+    /// <summary>"kernels" for kernel and model-step suites, "augment" for the data pipeline, "cpu" for CPU training steps.</summary>
     string ResultsName { get; }
 
     /// <summary>True when the suite measures GPU work and is skipped without a device.</summary>
@@ -20,7 +20,7 @@ public interface IBenchSuite
 }
 
 /// <summary>What a suite runs on and where its records go.</summary>
-public sealed class BenchContext(CpuBackend cpu, CudaBackend? gpu, bool quick)
+public sealed class BenchContext(CpuBackend cpu, CudaBackend? gpu, bool quick, bool profile = false)
 {
     public CpuBackend Cpu { get; } = cpu;
 
@@ -28,6 +28,9 @@ public sealed class BenchContext(CpuBackend cpu, CudaBackend? gpu, bool quick)
 
     /// <summary>Smaller sizes and fewer repetitions, for a smoke run on a CPU-only machine.</summary>
     public bool Quick { get; } = quick;
+
+    /// <summary>Also print where the time goes, op by op (suites that support it: cpu).</summary>
+    public bool Profile { get; } = profile;
 
     /// <summary>The device name recorded in each record's "gpu" field ("cpu-only" without one).</summary>
     public string DeviceName => Gpu?.Info.Name ?? "cpu-only";
@@ -53,16 +56,18 @@ public static class Program
         new OptimBench(),
         new ResNetBench(),
         new AugmentBench(),
+        new CpuBench(),
     ];
 
     public static int Main(string[] args)
     {
         var quick = args.Contains("--quick");
+        var profile = args.Contains("--profile");
         var resultsDir = ArgValue(args, "--results") ?? Path.Combine(FindRepoRoot(), "bench", "results");
         var names = args.Where(a => !a.StartsWith("--", StringComparison.Ordinal) && a != ArgValue(args, "--results")).ToList();
         if (names.Count == 0 || names.Contains("list"))
         {
-            Console.WriteLine("usage: NativeContrast.Bench <suite...|all> [--quick] [--results DIR]");
+            Console.WriteLine("usage: NativeContrast.Bench <suite...|all> [--quick] [--profile] [--results DIR]");
             foreach (var s in Suites)
             {
                 Console.WriteLine($"  {s.Name,-12} {s.Description}");
@@ -89,7 +94,7 @@ public static class Program
                 continue;
             }
             Console.WriteLine($"== {suite.Name}");
-            var context = new BenchContext(cpu, gpu, quick);
+            var context = new BenchContext(cpu, gpu, quick, profile);
             suite.Run(context);
             var host = suite.NeedsGpu ? ResultsFile.Slug(context.DeviceName) : ResultsFile.Slug(Environment.MachineName);
             var path = Path.Combine(resultsDir, $"{suite.ResultsName}-{host}.json");

@@ -82,7 +82,7 @@ public sealed class ResNetBench : IBenchSuite
         var (freeAfter, _) = gpu.Context.MemoryInfo();
         using var timer = new GpuTimer(gpu.Stream);
         var ms = timer.MedianMs(TrainingStep, warmup: 3, repetitions: quick ? 5 : 20);
-        var flops = StepFlops(encoder, (SequentialPlan)plan.Root, fc.Linear, batch);
+        var flops = StepFlops.Of(encoder, plan, batch, (double)fc.Linear.InFeatures * fc.Linear.OutFeatures);
         return new BenchRecord
         {
             Kernel = kernel,
@@ -96,33 +96,6 @@ public sealed class ResNetBench : IBenchSuite
             Throughput = batch / (ms / 1000),
             ThroughputUnit = "images/s",
         };
-    }
-
-    /// <summary>
-    /// FLOPs of one step: each convolution and linear layer does 2·MACs forward and twice that backward (input and
-    /// weight gradients; the stem skips its input gradient). Normalisation and pooling are bandwidth, not FLOPs.
-    /// </summary>
-    private static double StepFlops(ResNet encoder, SequentialPlan plan, Linear fc, int batch)
-    {
-        var resnet = (ResNetPlan)plan.Stages[0];
-        static double Macs(ConvPlan p, Conv2d conv) => (double)p.Geometry.Batch * p.Geometry.OutPositions * p.Geometry.Columns * conv.OutChannels;
-        var stem = Macs(resnet.Conv1, encoder.Conv1);
-        var body = 0.0;
-        for (var i = 0; i < encoder.Blocks.Count; i++)
-        {
-            var block = encoder.Blocks[i];
-            var blockPlan = resnet.Blocks[i];
-            for (var j = 0; j < block.Convs.Count; j++)
-            {
-                body += Macs(blockPlan.Convs[j], block.Convs[j]);
-            }
-            if (block.DownsampleConv is { } downsample)
-            {
-                body += Macs(blockPlan.DownsampleConv!, downsample);
-            }
-        }
-        body += (double)batch * fc.InFeatures * fc.OutFeatures;
-        return (2 * stem * 2) + (2 * body * 3);
     }
 
     /// <summary>TFLOP/s of an n×n×n GEMM at the backend's precision: the attainable peak the floor divides by.</summary>

@@ -7,6 +7,7 @@ using System.Reflection;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using NativeContrast.Backends;
+using NativeContrast.Cpu;
 using NativeContrast.Cuda;
 using Spectre.Console;
 
@@ -49,6 +50,8 @@ public static class InfoCommand
         using (choice.Backend)
         {
             rows.Add(("backend", choice.Reason));
+            // The CPU backend's libraries matter with or without a GPU: it is the oracle and the fallback.
+            rows.Add(("CPU libraries", CpuLibraries.Default.Description));
             if (choice.Backend is CudaBackend gpu)
             {
                 DescribeGpu(rows, gpu);

@@ -5,6 +5,14 @@ using NativeContrast.Tensors;
 
 public sealed partial class CpuBackend
 {
+    /// <summary>oneDNN's direct convolution when this backend uses it, else null (the layer runs im2col + GEMM).</summary>
+    public IConvolution? CreateConvolution(Conv2dGeometry geometry, int outChannels)
+    {
+        geometry.Validate();
+        ArgumentOutOfRangeException.ThrowIfLessThan(outChannels, 1);
+        return Libraries.Dnnl is { } engine ? new DnnlConvolution(engine, geometry, outChannels) : null;
+    }
+
     public void Im2Col(Tensor x, Tensor columns, Conv2dGeometry geometry, int firstSample, int samples)
     {
         var g = geometry;

@@ -1,13 +1,22 @@
 namespace NativeContrast.Backends;
 
 using System.Buffers;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using NativeContrast.Tensors;
 
 public sealed partial class CpuBackend
 {
-    /// <summary>Rows summed in float before the block sum is added to a double accumulator.</summary>
+    /// <summary>Values each float accumulator lane sums before its sum moves to a double accumulator.</summary>
     private const int ReductionBlockRows = 64;
+
+    /// <summary>
+    /// Floats per tile. The [rows, C] passes take whole rows a tile at a time as one flat span, against per-channel
+    /// coefficients repeated to the tile's length, so that narrow layers (C = 16 at width 0.25) pay one vectorised
+    /// call per tile rather than per row.
+    /// </summary>
+    private const int TileFloats = 4096;
 
     /// <summary>The CPU keeps its reduction scratch in pooled arrays; it needs no workspace.</summary>
     public long BatchNormWorkspaceElements(int rows, int channels) => 0;
@@ -18,22 +27,28 @@ public sealed partial class CpuBackend
         var xs = CpuArray(x);
         var mean = Cpu(savedMean);
         var invStd = Cpu(savedInvStd);
-        if (mode.Training)
+        var tileRows = TileRows(channels);
+        var tileLength = tileRows * channels;
+        // scale = gamma·invstd and shift = beta, then the mean: three per-channel rows repeated to a tile's length.
+        var tiles = ArrayPool<float>.Shared.Rent(3 * tileLength);
+        var sums = ArrayPool<double>.Shared.Rent(channels);
+        try
         {
-            // Two passes (mean, then squared deviations) with double accumulators: the oracle favours accuracy.
-            var sums = ArrayPool<double>.Shared.Rent(channels);
-            try
+            var meanTile = new ArraySegment<float>(tiles, 2 * tileLength, tileLength);
+            if (mode.Training)
             {
-                ReduceColumns(rows, channels, 1, (r, acc, _) => TensorPrimitives.Add(acc, xs.AsSpan(r * channels, channels), acc), sums);
+                // Two passes (mean, then squared deviations) with double accumulators: the oracle favours accuracy.
+                ReduceColumns(rows, channels, 1, (first, length, acc, _) => TensorPrimitives.Add(acc[..length], xs.AsSpan(first, length), acc[..length]), sums);
                 for (var c = 0; c < channels; c++)
                 {
                     mean[c] = (float)(sums[c] / rows);
                 }
-                var meanArray = CpuArray(savedMean);
-                ReduceColumns(rows, channels, 1, (r, acc, scratch) =>
+                Repeat(mean, meanTile);
+                ReduceColumns(rows, channels, 1, (first, length, acc, scratch) =>
                 {
-                    TensorPrimitives.Subtract(xs.AsSpan(r * channels, channels), meanArray, scratch);
-                    TensorPrimitives.MultiplyAdd(scratch, scratch, acc, acc);
+                    var deviation = scratch[..length];
+                    TensorPrimitives.Subtract(xs.AsSpan(first, length), meanTile.AsSpan(0, length), deviation);
+                    TensorPrimitives.MultiplyAdd(deviation, deviation, acc[..length], acc[..length]);
                 }, sums);
                 var runningMean = Cpu(parameters.RunningMean);
                 var runningVar = Cpu(parameters.RunningVar);
@@ -50,58 +65,50 @@ public sealed partial class CpuBackend
                     Cpu(tracked)[0] += 1f;
                 }
             }
-            finally
+            else
             {
-                ArrayPool<double>.Shared.Return(sums);
+                Cpu(parameters.RunningMean).CopyTo(mean);
+                var runningVar = Cpu(parameters.RunningVar);
+                for (var c = 0; c < channels; c++)
+                {
+                    invStd[c] = 1f / MathF.Sqrt(runningVar[c] + mode.Epsilon);
+                }
+                Repeat(mean, meanTile);
             }
-        }
-        else
-        {
-            Cpu(parameters.RunningMean).CopyTo(mean);
-            var runningVar = Cpu(parameters.RunningVar);
-            for (var c = 0; c < channels; c++)
-            {
-                invStd[c] = 1f / MathF.Sqrt(runningVar[c] + mode.Epsilon);
-            }
-        }
 
-        // scale = gamma·invstd; y = (x − mean)·scale + beta [+ residual], then ReLU.
-        var scale = ArrayPool<float>.Shared.Rent(channels);
-        var shift = ArrayPool<float>.Shared.Rent(channels);
-        try
-        {
+            // y = (x − mean)·scale + shift [+ residual], then ReLU.
+            var scaleTile = new ArraySegment<float>(tiles, 0, tileLength);
+            var shiftTile = new ArraySegment<float>(tiles, tileLength, tileLength);
             for (var c = 0; c < channels; c++)
             {
-                scale[c] = invStd[c] * (parameters.Weight is { } w ? Cpu(w)[c] : 1f);
-                shift[c] = parameters.Bias is { } b ? Cpu(b)[c] : 0f;
+                scaleTile[c] = invStd[c] * (parameters.Weight is { } w ? Cpu(w)[c] : 1f);
+                shiftTile[c] = parameters.Bias is { } b ? Cpu(b)[c] : 0f;
             }
+            Repeat(scaleTile.AsSpan(0, channels), scaleTile);
+            Repeat(shiftTile.AsSpan(0, channels), shiftTile);
             var ys = CpuArray(y);
-            var means = CpuArray(savedMean);
             var res = residual is null ? default : CpuArray(residual);
             var hasResidual = residual is not null;
             var relu = mode.Relu;
-            CpuParallel.For(rows, channels * 4L, (start, end) =>
+            ForEachTile(rows, channels, 4, (first, length) =>
             {
-                for (var r = start; r < end; r++)
+                var output = ys.AsSpan(first, length);
+                TensorPrimitives.Subtract(xs.AsSpan(first, length), meanTile.AsSpan(0, length), output);
+                TensorPrimitives.MultiplyAdd(output, scaleTile.AsSpan(0, length), shiftTile.AsSpan(0, length), output);
+                if (hasResidual)
                 {
-                    var output = ys.AsSpan(r * channels, channels);
-                    TensorPrimitives.Subtract(xs.AsSpan(r * channels, channels), means, output);
-                    TensorPrimitives.MultiplyAdd(output, scale.AsSpan(0, channels), shift.AsSpan(0, channels), output);
-                    if (hasResidual)
-                    {
-                        TensorPrimitives.Add(output, res.AsSpan(r * channels, channels), output);
-                    }
-                    if (relu)
-                    {
-                        TensorPrimitives.Max(output, 0f, output);
-                    }
+                    TensorPrimitives.Add(output, res.AsSpan(first, length), output);
+                }
+                if (relu)
+                {
+                    TensorPrimitives.Max(output, 0f, output);
                 }
             });
         }
         finally
         {
-            ArrayPool<float>.Shared.Return(scale);
-            ArrayPool<float>.Shared.Return(shift);
+            ArrayPool<float>.Shared.Return(tiles);
+            ArrayPool<double>.Shared.Return(sums);
         }
     }
 
@@ -112,41 +119,44 @@ public sealed partial class CpuBackend
         var ys = CpuArray(y);
         var dys = CpuArray(dy);
         var dxs = CpuArray(dx);
-        var means = CpuArray(savedMean);
         var relu = mode.Relu;
+        var tileLength = TileRows(channels) * channels;
 
-        // g = dy masked by the fused ReLU; dx reuses its rows as the home of g until the last pass.
-        var gradient = residualGradient is null ? dxs : CpuArray(residualGradient);
-        CpuParallel.For(rows, channels * 2L, (start, end) =>
+        // Tiles of the mean and of the three dx coefficients a, k1, k0 (below).
+        var tiles = ArrayPool<float>.Shared.Rent(4 * tileLength);
+        var sums = ArrayPool<double>.Shared.Rent(2 * channels);
+        try
         {
-            for (var r = start; r < end; r++)
+            var meanTile = new ArraySegment<float>(tiles, 0, tileLength);
+            Repeat(Cpu(savedMean), meanTile);
+
+            // One pass: g = dy masked by the fused ReLU, written where it is wanted (the shortcut's gradient, or dx,
+            // which holds it until the last pass), while Σ g and Σ g·(x − mean) accumulate per channel.
+            var gradient = residualGradient is null ? dxs : CpuArray(residualGradient);
+            ReduceColumns(rows, channels, 2, (first, length, acc, scratch) =>
             {
-                var g = gradient.AsSpan(r * channels, channels);
+                var g = gradient.AsSpan(first, length);
                 if (relu)
                 {
-                    MaskByPositive(ys.AsSpan(r * channels, channels), dys.AsSpan(r * channels, channels), g);
+                    MaskByPositive(ys.AsSpan(first, length), dys.AsSpan(first, length), g);
                 }
                 else
                 {
-                    dys.AsSpan(r * channels, channels).CopyTo(g);
+                    dys.AsSpan(first, length).CopyTo(g);
                 }
-            }
-        });
-
-        // Σ g and Σ g·(x − mean) per channel.
-        var sums = ArrayPool<double>.Shared.Rent(2 * channels);
-        var coefficients = ArrayPool<float>.Shared.Rent(3 * channels);
-        try
-        {
-            ReduceColumns(rows, channels, 2, (r, acc, scratch) =>
-            {
-                var g = gradient.AsSpan(r * channels, channels);
-                TensorPrimitives.Add(acc[..channels], g, acc[..channels]);
-                TensorPrimitives.Subtract(xs.AsSpan(r * channels, channels), means, scratch);
-                TensorPrimitives.MultiplyAdd(g, scratch, acc[channels..], acc[channels..]);
+                var sumG = acc.Slice(0, length);
+                var sumGx = acc.Slice(acc.Length / 2, length);
+                TensorPrimitives.Add(sumG, g, sumG);
+                var deviation = scratch[..length];
+                TensorPrimitives.Subtract(xs.AsSpan(first, length), meanTile.AsSpan(0, length), deviation);
+                TensorPrimitives.MultiplyAdd(g, deviation, sumGx, sumGx);
             }, sums);
+
             var invStd = Cpu(savedInvStd);
             var gamma = weight is null ? default : Cpu(weight);
+            var aTile = new ArraySegment<float>(tiles, tileLength, tileLength);
+            var k1Tile = new ArraySegment<float>(tiles, 2 * tileLength, tileLength);
+            var k0Tile = new ArraySegment<float>(tiles, 3 * tileLength, tileLength);
             for (var c = 0; c < channels; c++)
             {
                 var sumG = sums[c];
@@ -161,86 +171,123 @@ public sealed partial class CpuBackend
                 }
                 // dx = a·g + k1·(x − mean) + k0; the batch-statistics terms vanish in evaluation mode.
                 double a = (weight is null ? 1f : gamma[c]) * invStd[c];
-                coefficients[c] = (float)a;
-                coefficients[channels + c] = mode.Training ? (float)(-a * invStd[c] * invStd[c] * sumGx / rows) : 0f;
-                coefficients[(2 * channels) + c] = mode.Training ? (float)(-a * sumG / rows) : 0f;
+                aTile[c] = (float)a;
+                k1Tile[c] = mode.Training ? (float)(-a * invStd[c] * invStd[c] * sumGx / rows) : 0f;
+                k0Tile[c] = mode.Training ? (float)(-a * sumG / rows) : 0f;
             }
-            CpuParallel.For(rows, channels * 4L, (start, end) =>
+            Repeat(aTile.AsSpan(0, channels), aTile);
+            Repeat(k1Tile.AsSpan(0, channels), k1Tile);
+            Repeat(k0Tile.AsSpan(0, channels), k0Tile);
+            ForEachTile(rows, channels, 4, (first, length) =>
             {
-                var scratch = ArrayPool<float>.Shared.Rent(channels);
+                // dx's rows are written in place of the g they may hold: each element is read before it is written.
+                var output = dxs.AsSpan(first, length);
+                var deviation = ArrayPool<float>.Shared.Rent(length);
                 try
                 {
-                    var deviation = scratch.AsSpan(0, channels);
-                    var a = coefficients.AsSpan(0, channels);
-                    var k1 = coefficients.AsSpan(channels, channels);
-                    var k0 = coefficients.AsSpan(2 * channels, channels);
-                    for (var r = start; r < end; r++)
-                    {
-                        var output = dxs.AsSpan(r * channels, channels);
-                        TensorPrimitives.Subtract(xs.AsSpan(r * channels, channels), means, deviation);
-                        TensorPrimitives.MultiplyAdd(deviation, k1, k0, deviation);
-                        TensorPrimitives.MultiplyAdd(gradient.AsSpan(r * channels, channels), a, deviation, output);
-                    }
+                    var d = deviation.AsSpan(0, length);
+                    TensorPrimitives.Subtract(xs.AsSpan(first, length), meanTile.AsSpan(0, length), d);
+                    TensorPrimitives.MultiplyAdd(d, k1Tile.AsSpan(0, length), k0Tile.AsSpan(0, length), d);
+                    TensorPrimitives.MultiplyAdd(gradient.AsSpan(first, length), aTile.AsSpan(0, length), d, output);
                 }
                 finally
                 {
-                    ArrayPool<float>.Shared.Return(scratch);
+                    ArrayPool<float>.Shared.Return(deviation);
                 }
             });
         }
         finally
         {
+            ArrayPool<float>.Shared.Return(tiles);
             ArrayPool<double>.Shared.Return(sums);
-            ArrayPool<float>.Shared.Return(coefficients);
         }
     }
 
-    /// <summary>Adds one row's contribution to <c>terms</c> float accumulators of <c>cols</c> each; scratch holds <c>cols</c> floats.</summary>
-    private delegate void RowAccumulator(int row, Span<float> accumulators, Span<float> scratch);
+    /// <summary>Rows per tile for rows of <paramref name="channels"/> floats.</summary>
+    private static int TileRows(int channels) => Math.Max(1, TileFloats / Math.Max(1, channels));
+
+    /// <summary>Fills <paramref name="tile"/> with copies of the per-channel <paramref name="row"/>.</summary>
+    private static void Repeat(ReadOnlySpan<float> row, Span<float> tile)
+    {
+        for (var offset = 0; offset < tile.Length; offset += row.Length)
+        {
+            row.CopyTo(tile[offset..]);
+        }
+    }
+
+    /// <summary>Runs body(firstElement, length) over whole-row tiles of a [rows, cols] matrix, tiles spread over cores.</summary>
+    private static void ForEachTile(int rows, int cols, long workPerElement, Action<int, int> body)
+    {
+        var tileRows = TileRows(cols);
+        var tiles = (rows + tileRows - 1) / tileRows;
+        CpuParallel.For(tiles, (long)tileRows * cols * workPerElement, (start, end) =>
+        {
+            for (var t = start; t < end; t++)
+            {
+                var first = t * tileRows;
+                var count = Math.Min(tileRows, rows - first);
+                body(first * cols, count * cols);
+            }
+        });
+    }
 
     /// <summary>
-    /// Column reductions over [rows, cols]: each core sums blocks of <see cref="ReductionBlockRows"/> rows in float
-    /// and adds every block sum into double accumulators; the per-core results are added in a fixed order.
-    /// result receives terms·cols sums.
+    /// Adds one tile's contribution to <c>terms</c> float accumulators: elements [first, first + length) of the
+    /// matrix (whole rows), accumulators and scratch laid out like the tile (accumulator term t starts at
+    /// t·accumulators.Length/terms).
     /// </summary>
-    private static void ReduceColumns(int rows, int cols, int terms, RowAccumulator accumulate, double[] result)
+    private delegate void TileAccumulator(int first, int length, Span<float> accumulators, Span<float> scratch);
+
+    /// <summary>
+    /// Column reductions over [rows, cols]: each core sums its tiles into float lanes (one lane per row position and
+    /// column of a tile), moves them into double accumulators every <see cref="ReductionBlockRows"/> tiles, and the
+    /// per-core results are added in a fixed order. result receives terms·cols sums.
+    /// </summary>
+    private static void ReduceColumns(int rows, int cols, int terms, TileAccumulator accumulate, double[] result)
     {
+        var tileRows = TileRows(cols);
+        var tileLength = tileRows * cols;
         var width = terms * cols;
-        var blocks = (rows + ReductionBlockRows - 1) / ReductionBlockRows;
-        var chunks = Math.Max(1, Math.Min(blocks, CpuParallel.Workers));
+        var tiles = (rows + tileRows - 1) / tileRows;
+        var chunks = Math.Max(1, Math.Min(tiles, CpuParallel.Workers));
         var partials = ArrayPool<double>.Shared.Rent(chunks * width);
         try
         {
             Array.Clear(partials, 0, chunks * width);
             CpuParallel.For(chunks, (long)rows * width / chunks, (chunkStart, chunkEnd) =>
             {
-                var block = ArrayPool<float>.Shared.Rent(width);
-                var scratch = ArrayPool<float>.Shared.Rent(cols);
+                var lanes = ArrayPool<float>.Shared.Rent(terms * tileLength);
+                var scratch = ArrayPool<float>.Shared.Rent(tileLength);
                 try
                 {
+                    var acc = lanes.AsSpan(0, terms * tileLength);
                     for (var chunk = chunkStart; chunk < chunkEnd; chunk++)
                     {
-                        var first = (int)((long)blocks * chunk / chunks) * ReductionBlockRows;
-                        var last = Math.Min(rows, (int)((long)blocks * (chunk + 1) / chunks) * ReductionBlockRows);
+                        var firstTile = (int)((long)tiles * chunk / chunks);
+                        var lastTile = (int)((long)tiles * (chunk + 1) / chunks);
                         var partial = partials.AsSpan(chunk * width, width);
-                        for (var r0 = first; r0 < last; r0 += ReductionBlockRows)
+                        for (var t0 = firstTile; t0 < lastTile; t0 += ReductionBlockRows)
                         {
-                            var acc = block.AsSpan(0, width);
                             acc.Clear();
-                            for (var r = r0; r < Math.Min(last, r0 + ReductionBlockRows); r++)
+                            for (var t = t0; t < Math.Min(lastTile, t0 + ReductionBlockRows); t++)
                             {
-                                accumulate(r, acc, scratch.AsSpan(0, cols));
+                                var first = t * tileRows;
+                                var count = Math.Min(tileRows, rows - first);
+                                accumulate(first * cols, count * cols, acc, scratch.AsSpan(0, tileLength));
                             }
-                            for (var j = 0; j < width; j++)
+                            for (var term = 0; term < terms; term++)
                             {
-                                partial[j] += acc[j];
+                                for (var lane = 0; lane < tileLength; lane++)
+                                {
+                                    partial[(term * cols) + (lane % cols)] += acc[(term * tileLength) + lane];
+                                }
                             }
                         }
                     }
                 }
                 finally
                 {
-                    ArrayPool<float>.Shared.Return(block);
+                    ArrayPool<float>.Shared.Return(lanes);
                     ArrayPool<float>.Shared.Return(scratch);
                 }
             });
@@ -261,12 +308,32 @@ public sealed partial class CpuBackend
 
     /// <summary>Σ_r m[r, c] in double, for column sums outside batch norm.</summary>
     private static void ColumnSums(ArraySegment<float> m, int rows, int cols, double[] result) =>
-        ReduceColumns(rows, cols, 1, (r, acc, _) => TensorPrimitives.Add(acc, m.AsSpan(r * cols, cols), acc), result);
+        ReduceColumns(rows, cols, 1, (first, length, acc, _) => TensorPrimitives.Add(acc[..length], m.AsSpan(first, length), acc[..length]), result);
 
-    /// <summary>g ← dy where y &gt; 0, else 0.</summary>
+    /// <summary>g ← dy where y &gt; 0, else 0 (ReLU's backward), 16 lanes at a time where the CPU has AVX-512.</summary>
     private static void MaskByPositive(ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> g)
     {
-        for (var i = 0; i < g.Length; i++)
+        var i = 0;
+        ref var y0 = ref MemoryMarshal.GetReference(y);
+        ref var dy0 = ref MemoryMarshal.GetReference(dy);
+        ref var g0 = ref MemoryMarshal.GetReference(g);
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i <= g.Length - Vector512<float>.Count; i += Vector512<float>.Count)
+            {
+                var positive = Vector512.GreaterThan(Vector512.LoadUnsafe(ref y0, (nuint)i), Vector512<float>.Zero);
+                (positive & Vector512.LoadUnsafe(ref dy0, (nuint)i)).StoreUnsafe(ref g0, (nuint)i);
+            }
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            for (; i <= g.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                var positive = Vector256.GreaterThan(Vector256.LoadUnsafe(ref y0, (nuint)i), Vector256<float>.Zero);
+                (positive & Vector256.LoadUnsafe(ref dy0, (nuint)i)).StoreUnsafe(ref g0, (nuint)i);
+            }
+        }
+        for (; i < g.Length; i++)
         {
             g[i] = y[i] > 0f ? dy[i] : 0f;
         }

@@ -3,16 +3,34 @@ namespace NativeContrast.Backends;
 using System.Buffers;
 using System.Numerics;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using NativeContrast.Cpu;
 using NativeContrast.Tensors;
 
 /// <summary>
-/// The managed backend: fp32, vectorised with System.Numerics.Tensors and Vector&lt;T&gt;, multi-threaded over rows.
+/// The CPU backend: fp32, GEMMs on OpenBLAS when it is installed (else a managed GEMM), everything else managed,
+/// vectorised with System.Numerics.Tensors and Vector&lt;T&gt; and multi-threaded over rows.
 /// It is the oracle every CUDA kernel is checked against, so clarity wins over the last few percent of speed.
 /// The class is split by op family over several files (CpuBackend.*.cs).
 /// </summary>
 public sealed partial class CpuBackend : IBackend
 {
+    /// <summary>A backend on the libraries this process found (<see cref="CpuLibraries.Default"/>).</summary>
+    public CpuBackend()
+        : this(CpuLibraries.Default)
+    {
+    }
+
+    /// <summary>A backend on the given libraries; <see cref="CpuLibraries.ManagedOnly"/> keeps every op managed.</summary>
+    public CpuBackend(CpuLibraries libraries)
+    {
+        ArgumentNullException.ThrowIfNull(libraries);
+        Libraries = libraries;
+    }
+
     public string Name => "cpu";
+
+    /// <summary>Which GEMM runs and why.</summary>
+    public CpuLibraries Libraries { get; }
 
     public Device Device => Device.Cpu;
 
@@ -58,7 +76,7 @@ public sealed partial class CpuBackend : IBackend
     public void Gemm(Tensor a, bool transposeA, Tensor b, bool transposeB, Tensor c, float alpha = 1f, float beta = 0f)
     {
         var (m, k, n) = Check.GemmShapes(a, transposeA, b, transposeB, c);
-        GemmCore(CpuArray(a), transposeA, CpuArray(b), transposeB, CpuArray(c), m, k, n, alpha, beta);
+        GemmAny(CpuArray(a), transposeA, CpuArray(b), transposeB, CpuArray(c), m, k, n, alpha, beta);
     }
 
     public void GemmBatched(Tensor a, bool transposeA, Tensor b, bool transposeB, Tensor c, float alpha = 1f, float beta = 0f)
@@ -67,7 +85,7 @@ public sealed partial class CpuBackend : IBackend
         long aStride = (long)m * k, bStride = (long)k * n, cStride = (long)m * n;
         for (var i = 0; i < batch; i++)
         {
-            GemmCore(
+            GemmAny(
                 CpuArray(a).Slice((int)(i * aStride), (int)aStride), transposeA,
                 CpuArray(b).Slice((int)(i * bStride), (int)bStride), transposeB,
                 CpuArray(c).Slice((int)(i * cStride), (int)cStride), m, k, n, alpha, beta);
@@ -103,22 +121,7 @@ public sealed partial class CpuBackend : IBackend
     {
         Check.SameLength(y, dx);
         Check.SameLength(dy, dx);
-        ReadOnlySpan<float> ys = Cpu(y), dys = Cpu(dy);
-        var dxs = Cpu(dx);
-        var i = 0;
-        if (Vector.IsHardwareAccelerated)
-        {
-            var width = Vector<float>.Count;
-            for (; i <= ys.Length - width; i += width)
-            {
-                var mask = Vector.GreaterThan(new Vector<float>(ys[i..]), Vector<float>.Zero);
-                Vector.ConditionalSelect(mask, new Vector<float>(dys[i..]), Vector<float>.Zero).CopyTo(dxs[i..]);
-            }
-        }
-        for (; i < ys.Length; i++)
-        {
-            dxs[i] = ys[i] > 0f ? dys[i] : 0f;
-        }
+        MaskByPositive(Cpu(y), Cpu(dy), Cpu(dx));
     }
 
     public void Sum(Tensor x, Tensor result)
@@ -290,8 +293,39 @@ public sealed partial class CpuBackend : IBackend
         return new ArraySegment<float>(storage.Data, checked((int)t.Offset), checked((int)t.Length));
     }
 
+    /// <summary>C ← alpha·op(A)·op(B) + beta·C on OpenBLAS when this backend uses it, else <see cref="GemmCore"/>.</summary>
+    private void GemmAny(
+        ArraySegment<float> a, bool transposeA, ArraySegment<float> b, bool transposeB, ArraySegment<float> c,
+        int m, int k, int n, float alpha, float beta)
+    {
+        // k = 0 (C ← beta·C) stays managed: cblas leaves that corner to each implementation.
+        if (Libraries.UsesOpenBlas && m > 0 && n > 0 && k > 0)
+        {
+            OpenBlasGemm(a, transposeA, b, transposeB, c, m, k, n, alpha, beta);
+        }
+        else
+        {
+            GemmCore(a, transposeA, b, transposeB, c, m, k, n, alpha, beta);
+        }
+    }
+
+    /// <summary>Row-major cblas_sgemm on the segments, pinned for the call; OpenBLAS threads it itself.</summary>
+    private static unsafe void OpenBlasGemm(
+        ArraySegment<float> a, bool transposeA, ArraySegment<float> b, bool transposeB, ArraySegment<float> c,
+        int m, int k, int n, float alpha, float beta)
+    {
+        fixed (float* pa = a.AsSpan(), pb = b.AsSpan(), pc = c.AsSpan())
+        {
+            OpenBlasApi.cblas_sgemm(
+                OpenBlasApi.RowMajor,
+                transposeA ? OpenBlasApi.Trans : OpenBlasApi.NoTrans,
+                transposeB ? OpenBlasApi.Trans : OpenBlasApi.NoTrans,
+                m, n, k, alpha, pa, transposeA ? m : k, pb, transposeB ? k : n, beta, pc, n);
+        }
+    }
+
     /// <summary>
-    /// C ← alpha·op(A)·op(B) + beta·C on array segments. Rows of C are split across cores. With B not transposed,
+    /// The managed GEMM: C ← alpha·op(A)·op(B) + beta·C on array segments. Rows of C are split across cores. With B not transposed,
     /// each block of four C rows accumulates a strip of columns with FMAs over B's rows (B is streamed once per
     /// four rows); with B transposed, every element is a dot product of two contiguous rows.
     /// </summary>

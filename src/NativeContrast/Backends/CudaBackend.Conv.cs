@@ -7,6 +7,9 @@ using NativeContrast.Tensors;
 /// <summary>Launchers for native/conv.cu (im2col / col2im, weight permutation, bias).</summary>
 public sealed partial class CudaBackend
 {
+    /// <summary>None: the layer drives im2col + cuBLAS (tensor-core GEMMs) through the ops below.</summary>
+    public IConvolution? CreateConvolution(Conv2dGeometry geometry, int outChannels) => null;
+
     public unsafe void Im2Col(Tensor x, Tensor columns, Conv2dGeometry geometry, int firstSample, int samples)
     {
         ConvChecks.Im2Col(x, columns, geometry, firstSample, samples);

@@ -81,4 +81,33 @@ public partial interface IBackend
 
     /// <summary>biasGradient[c] += Σ_r dy[r, c] for dy read as a [rows, C] matrix.</summary>
     void AccumulateBiasGradient(Tensor dy, Tensor biasGradient);
+
+    /// <summary>
+    /// The backend's own whole convolution for one geometry and output width (a library's direct convolution, its
+    /// primitives built once here), or null when the layer should drive im2col + GEMM through the ops above.
+    /// The caller owns and disposes it.
+    /// </summary>
+    IConvolution? CreateConvolution(Conv2dGeometry geometry, int outChannels);
+}
+
+/// <summary>
+/// A convolution over NHWC activations with the weight in PyTorch's [out, in, kh, kw] layout, for one geometry
+/// (see <see cref="IBackend.CreateConvolution"/>). No bias: the layer adds it.
+/// </summary>
+public interface IConvolution : IDisposable
+{
+    /// <summary>What runs it, for profiles and logs (e.g. "oneDNN jit:avx512_core").</summary>
+    string Implementation { get; }
+
+    /// <summary>y [N, OH, OW, out] ← conv(x [N, H, W, in], weight [out, in, k, k]).</summary>
+    void Forward(Tensor x, Tensor weight, Tensor y);
+
+    /// <summary>
+    /// dx ← (accumulate ? dx : 0) + the input gradient for dy. <paramref name="weight"/> holds the same values as in
+    /// the last <see cref="Forward"/> (an implementation may reuse what it prepared from them there).
+    /// </summary>
+    void BackwardData(Tensor dy, Tensor weight, Tensor dx, bool accumulate);
+
+    /// <summary>weightGradient [out, in, k, k] += the weight gradient for x and dy.</summary>
+    void BackwardWeights(Tensor x, Tensor dy, Tensor weightGradient);
 }

@@ -5,11 +5,12 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 /// <summary>
-/// Maps the logical library names used by [LibraryImport] ("cuda", "cublas") to the files each platform ships,
-/// trying newer cuBLAS majors first. A library that cannot be found surfaces as <see cref="DllNotFoundException"/>,
-/// which <see cref="CudaProbe"/> turns into one readable line. cuBLAS is chosen by <see cref="SelectCublas"/> before
-/// its entry points are bound: the newest one whose cublasCreate works, since a library can load and still fail to
-/// initialise (a cuBLAS newer than the driver supports).
+/// Maps the logical library names used by [LibraryImport] ("cuda", "cublas", and the CPU backend's "openblas" and "dnnl") to
+/// the files each platform ships, trying newer cuBLAS majors first. A library that cannot be found surfaces as
+/// <see cref="DllNotFoundException"/>, which <see cref="CudaProbe"/> and <see cref="Cpu.CpuLibraries"/> turn into
+/// one readable line. (One resolver per assembly is allowed, so the CPU libraries are mapped here too.) cuBLAS is
+/// chosen by <see cref="SelectCublas"/> before its entry points are bound: the newest one whose cublasCreate works,
+/// since a library can load and still fail to initialise (a cuBLAS newer than the driver supports).
 /// </summary>
 internal static class NativeLibraries
 {
@@ -20,6 +21,8 @@ internal static class NativeLibraries
 
     public const string Driver = "cuda";
     public const string Cublas = "cublas";
+    public const string OpenBlas = "openblas";
+    public const string Dnnl = "dnnl";
 
     private static readonly string[] DriverCandidates = OperatingSystem.IsWindows() ? ["nvcuda.dll"] : ["libcuda.so.1", "libcuda.so"];
 
@@ -27,10 +30,24 @@ internal static class NativeLibraries
         ? ["cublas64_13.dll", "cublas64_12.dll", "cublas64_11.dll"]
         : ["libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"];
 
+    /// <summary>Debian and Ubuntu ship the pthreads build as libopenblas.so.0; MSYS2/vcpkg and Homebrew name it differently.</summary>
+    public static readonly string[] OpenBlasCandidates = OperatingSystem.IsWindows() ? ["libopenblas.dll", "openblas.dll"]
+        : OperatingSystem.IsMacOS() ? ["libopenblas.0.dylib", "libopenblas.dylib"]
+        : ["libopenblas.so.0", "libopenblas.so"];
+
+    /// <summary>oneDNN v2 (the C API the CPU convolutions bind; v3 changed it): Debian's libdnnl2.</summary>
+    public static readonly string[] DnnlCandidates = OperatingSystem.IsWindows() ? ["dnnl.dll"]
+        : OperatingSystem.IsMacOS() ? ["libdnnl.2.dylib"]
+        : ["libdnnl.so.2"];
+
     /// <summary>The file each logical name resolved to, for `nativecontrast info`.</summary>
     public static string? ResolvedCublas { get; private set; }
 
     public static string? ResolvedDriver { get; private set; }
+
+    public static string? ResolvedOpenBlas { get; private set; }
+
+    public static string? ResolvedDnnl { get; private set; }
 
     /// <summary>
     /// Where a loaded library lives: on Linux the full path the loader mapped (from /proc/self/maps, following the
@@ -168,6 +185,8 @@ internal static class NativeLibraries
         {
             Driver => DriverCandidates,
             Cublas => CublasCandidates,
+            OpenBlas => OpenBlasCandidates,
+            Dnnl => DnnlCandidates,
             _ => null,
         };
         if (candidates is null)
@@ -178,21 +197,29 @@ internal static class NativeLibraries
         {
             if (NativeLibrary.TryLoad(file, assembly, searchPath, out var handle))
             {
-                if (name == Driver)
+                switch (name)
                 {
-                    ResolvedDriver = file;
-                }
-                else
-                {
-                    lock (CublasGate)
-                    {
-                        ResolvedCublas = file;
-                        _cublas = handle;
-                    }
+                    case Driver:
+                        ResolvedDriver = file;
+                        break;
+                    case Cublas:
+                        lock (CublasGate)
+                        {
+                            ResolvedCublas = file;
+                            _cublas = handle;
+                        }
+                        break;
+                    case OpenBlas:
+                        ResolvedOpenBlas = file;
+                        break;
+                    default:
+                        ResolvedDnnl = file;
+                        break;
                 }
                 return handle;
             }
         }
-        throw new DllNotFoundException($"{(name == Driver ? "the CUDA driver" : "cuBLAS")} was not found (tried {string.Join(", ", candidates)})");
+        var what = name switch { Driver => "the CUDA driver", Cublas => "cuBLAS", OpenBlas => "OpenBLAS", _ => "oneDNN" };
+        throw new DllNotFoundException($"{what} was not found (tried {string.Join(", ", candidates)})");
     }
 }

@@ -23,6 +23,10 @@ using NativeContrast.Tensors;
 /// Large inputs are processed in chunks of whole samples so the im2col buffer stays below
 /// <see cref="MaxColumnElements"/>; the columns are rebuilt in the backward rather than kept.
 /// </para>
+/// <para>
+/// A backend with a whole convolution of its own (<see cref="IBackend.CreateConvolution"/>: oneDNN on the CPU) runs
+/// that instead, built once per plan; the weight stays in the arena's layout and the library reorders it.
+/// </para>
 /// </summary>
 public sealed class Conv2d
 {
@@ -129,6 +133,10 @@ public sealed class Conv2d
     public ConvPlan CreatePlan(PlanBuilder builder, TensorShape input, long maxColumnElements = MaxColumnElements)
     {
         var g = Geometry(input);
+        if (builder.Backend.CreateConvolution(g, OutChannels) is { } convolution)
+        {
+            return new ConvPlan(g, g.Batch, null, null, builder.Own(convolution));
+        }
         if (IsPointwise)
         {
             return new ConvPlan(g, g.Batch, null, null);
@@ -148,6 +156,22 @@ public sealed class Conv2d
     public void Forward(ConvPlan plan, Tensor x, Tensor y)
     {
         CheckShapes(plan, x, y);
+        if (plan.Convolution is { } convolution)
+        {
+            convolution.Forward(x, Weight, y);
+        }
+        else
+        {
+            Im2ColForward(plan, x, y);
+        }
+        if (Bias is not null)
+        {
+            Backend.AddBias(y, Bias);
+        }
+    }
+
+    private void Im2ColForward(ConvPlan plan, Tensor x, Tensor y)
+    {
         if (_packed is not null)
         {
             Backend.PackConvWeight(Weight, _packed);
@@ -167,10 +191,6 @@ public sealed class Conv2d
                 Backend.Gemm(columns, false, w, true, plan.OutputRows(y, first, count, OutChannels));
             }
         }
-        if (Bias is not null)
-        {
-            Backend.AddBias(y, Bias);
-        }
     }
 
     /// <summary>
@@ -187,6 +207,15 @@ public sealed class Conv2d
         if (BiasGradient is not null)
         {
             Backend.AccumulateBiasGradient(dy, BiasGradient);
+        }
+        if (plan.Convolution is { } convolution)
+        {
+            convolution.BackwardWeights(x, dy, WeightGradient);
+            if (dx is not null)
+            {
+                convolution.BackwardData(dy, Weight, dx, accumulateInputGradient);
+            }
+            return;
         }
         var w = _weightMatrix!;
         var weightGradient = _weightGradientMatrix!;
@@ -253,20 +282,24 @@ public sealed class ConvPlan
 {
     private Tensor? _tailColumns;
 
-    internal ConvPlan(Conv2dGeometry geometry, int chunkSamples, ScratchView? columns, ScratchView? packedGradient)
+    internal ConvPlan(Conv2dGeometry geometry, int chunkSamples, ScratchView? columns, ScratchView? packedGradient, IConvolution? convolution = null)
     {
         Geometry = geometry;
         ChunkSamples = chunkSamples;
         Columns = columns;
         PackedGradient = packedGradient;
+        Convolution = convolution;
     }
 
     public Conv2dGeometry Geometry { get; }
 
+    /// <summary>The backend's own convolution for this geometry (owned by the plan), or null for im2col + GEMM.</summary>
+    public IConvolution? Convolution { get; }
+
     /// <summary>Samples per im2col chunk (the whole batch unless the columns would exceed <see cref="Conv2d.MaxColumnElements"/>).</summary>
     public int ChunkSamples { get; }
 
-    /// <summary>The im2col buffer [ChunkSamples·OH·OW, k·k·in]; null for a pointwise convolution.</summary>
+    /// <summary>The im2col buffer [ChunkSamples·OH·OW, k·k·in]; null for a pointwise or backend-run convolution.</summary>
     public ScratchView? Columns { get; }
 
     /// <summary>The weight gradient in column order [out, k·k·in]; null when k = 1.</summary>

@@ -78,6 +78,7 @@ public sealed class ScratchPool
 public sealed class PlanBuilder
 {
     private readonly List<Tensor> _owned = [];
+    private readonly List<IDisposable> _resources = [];
     private readonly List<ScratchPool> _pools = [];
     private bool _built;
 
@@ -101,6 +102,15 @@ public sealed class PlanBuilder
         return t;
     }
 
+    /// <summary>A native resource of the plan (a library's convolution primitives), disposed with it.</summary>
+    public T Own<T>(T resource)
+        where T : IDisposable
+    {
+        ObjectDisposedException.ThrowIf(_built, this);
+        _resources.Add(resource);
+        return resource;
+    }
+
     public ScratchPool CreatePool(string name)
     {
         ObjectDisposedException.ThrowIf(_built, this);
@@ -109,14 +119,15 @@ public sealed class PlanBuilder
         return pool;
     }
 
-    internal (List<Tensor> Owned, long Bytes) Build()
+    /// <summary>Allocates the pools; returns everything the plan owns (tensors, then native resources) and the tensors' bytes.</summary>
+    internal (List<IDisposable> Owned, long Bytes) Build()
     {
         _built = true;
         foreach (var pool in _pools)
         {
             _owned.Add(pool.Allocate(Backend));
         }
-        return (_owned, _owned.Sum(t => t.Length) * sizeof(float));
+        return ([.. _owned, .. _resources], _owned.Sum(t => t.Length) * sizeof(float));
     }
 
     /// <summary>Frees everything allocated so far, for a plan that failed before it was made.</summary>
@@ -141,9 +152,9 @@ public sealed class PlanBuilder
 /// </summary>
 public sealed class Plan : IDisposable
 {
-    private readonly List<Tensor> _owned;
+    private readonly List<IDisposable> _owned;
 
-    internal Plan(Module module, TensorShape inputShape, ModulePlan root, Tensor? inputGradient, List<Tensor> owned, long bytes)
+    internal Plan(Module module, TensorShape inputShape, ModulePlan root, Tensor? inputGradient, List<IDisposable> owned, long bytes)
     {
         Module = module;
         InputShape = inputShape;

@@ -4,13 +4,18 @@ using NativeContrast.Backends;
 using NativeContrast.Tensors;
 using NativeContrast.Tests.Support;
 
-/// <summary>Every core op of the CPU backend (the oracle) against the float64 references in <see cref="Reference"/>.</summary>
-public class CpuCoreOpsTests
+/// <summary>
+/// Every core op of the CPU backend (the oracle) against the float64 references in <see cref="Reference"/>, on the
+/// libraries this machine has (OpenBLAS's sgemm when installed) and on the managed fallback.
+/// </summary>
+[TestFixture(CpuPath.Libraries)]
+[TestFixture(CpuPath.Managed)]
+public class CpuCoreOpsTests(CpuPath path)
 {
     private CpuBackend _cpu = null!;
 
     [OneTimeSetUp]
-    public void Open() => _cpu = new CpuBackend();
+    public void Open() => _cpu = path.Create();
 
     [OneTimeTearDown]
     public void Close() => _cpu.Dispose();

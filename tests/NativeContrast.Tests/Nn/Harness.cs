@@ -3,11 +3,12 @@ namespace NativeContrast.Tests.Nn;
 using NativeContrast.Backends;
 using NativeContrast.Nn;
 using NativeContrast.Tensors;
+using NativeContrast.Tests.Support;
 
 /// <summary>One backend, a layout to declare layers into, the arena made from it, and a plan builder for their memory.</summary>
 internal sealed class Harness : IDisposable
 {
-    private readonly List<Tensor> _tensors = [];
+    private readonly List<IDisposable> _tensors = [];
     private readonly bool _ownsBackend;
     private PlanBuilder? _builder;
 
@@ -16,6 +17,13 @@ internal sealed class Harness : IDisposable
     {
         _ownsBackend = backend is null;
         Backend = backend ?? new CpuBackend();
+    }
+
+    /// <summary>On a new CPU backend on the given libraries, owned by the harness.</summary>
+    public Harness(CpuPath path)
+    {
+        _ownsBackend = true;
+        Backend = path.Create();
     }
 
     public IBackend Backend { get; }

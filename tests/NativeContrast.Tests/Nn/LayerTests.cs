@@ -2,10 +2,17 @@ namespace NativeContrast.Tests.Nn;
 
 using NativeContrast.Nn;
 using NativeContrast.Tensors;
+using NativeContrast.Tests.Support;
 using static NativeContrast.Tests.Support.Numerics;
 
-/// <summary>CPU layers against float64 references (forward) and finite differences of a float64 loss (backward).</summary>
-public class LayerTests
+/// <summary>
+/// CPU layers against float64 references (forward) and finite differences of a float64 loss (backward), on each
+/// CPU path: library convolutions (oneDNN), im2col + OpenBLAS, and the managed fallback.
+/// </summary>
+[TestFixture(CpuPath.Libraries)]
+[TestFixture(CpuPath.OpenBlas)]
+[TestFixture(CpuPath.Managed)]
+public class LayerTests(CpuPath path)
 {
     /// <summary>The analytic gradients are float32 computations checked against exact float64 differences.</summary>
     private const double GradientTolerance = Fp32Tolerance;
@@ -18,7 +25,7 @@ public class LayerTests
     [TestCase(1, 8, 8, 5, 3, 5, 3, 2, true, TestName = "Conv 5x5 stride 3 pad 2")]
     public void Conv2dForwardAndBackward(int n, int h, int w, int cin, int cout, int k, int s, int p, bool bias)
     {
-        using var t = new Harness();
+        using var t = new Harness(path);
         var conv = new Conv2d(t.Layout, "conv", cin, cout, k, s, p, bias);
         t.CreateArena();
         conv.Bind(t.Arena);
@@ -68,7 +75,8 @@ public class LayerTests
     [Test]
     public void Conv2dInSampleChunksMatchesOneChunk()
     {
-        using var t = new Harness();
+        // Chunks are an im2col matter: a library convolution takes the batch whole.
+        using var t = new Harness(path == CpuPath.Libraries ? CpuPath.OpenBlas : path);
         var conv = new Conv2d(t.Layout, "conv", 3, 4, 3, 2, 1);
         t.CreateArena();
         conv.Bind(t.Arena);
@@ -99,7 +107,7 @@ public class LayerTests
     [Test]
     public void ParameterGradientsAccumulateOverBackwardCalls()
     {
-        using var t = new Harness();
+        using var t = new Harness(path);
         var conv = new Conv2d(t.Layout, "conv", 2, 3, 3, 1, 1, bias: true);
         t.CreateArena();
         conv.Bind(t.Arena);
@@ -124,7 +132,7 @@ public class LayerTests
     [TestCase(new[] { 4, 3 }, true, true, false, TestName = "BatchNorm1d four rows + residual")]
     public void BatchNormTrainingForwardBackwardAndRunningStatistics(int[] dims, bool affine, bool residual, bool relu)
     {
-        using var t = new Harness();
+        using var t = new Harness(path);
         var shape = new TensorShape(dims);
         int c = shape.Cols, rows = shape.Rows;
         var bn = new BatchNorm(t.Layout, "bn", c, affine);
@@ -189,7 +197,7 @@ public class LayerTests
     [TestCase(false, TestName = "BatchNorm eval")]
     public void BatchNormEvaluationUsesRunningStatistics(bool relu)
     {
-        using var t = new Harness();
+        using var t = new Harness(path);
         var shape = new TensorShape(2, 3, 5, 6);
         int c = shape.Cols, rows = shape.Rows;
         var bn = new BatchNorm(t.Layout, "bn", c);
@@ -232,7 +240,7 @@ public class LayerTests
     [TestCase(5, 3, 2, 9, 7, TestName = "MaxPool 5x5 s3 p2")]
     public void MaxPoolForwardAndBackward(int k, int s, int p, int h, int w)
     {
-        using var t = new Harness();
+        using var t = new Harness(path);
         const int n = 2, c = 3;
         var pool = new MaxPool2d(k, s, p);
         var input = new TensorShape(n, h, w, c);
@@ -257,7 +265,7 @@ public class LayerTests
     [Test]
     public void MaxPoolBackwardSendsTiesToTheFirstMaximumOnly()
     {
-        using var t = new Harness();
+        using var t = new Harness(path);
         var pool = new MaxPool2d(2, 1, 0);
         var input = new TensorShape(1, 2, 3, 1);
         var plan = pool.CreatePlan(t.Builder, input, "pool");
@@ -275,7 +283,7 @@ public class LayerTests
     [Test]
     public void GlobalAvgPoolForwardAndBackward()
     {
-        using var t = new Harness();
+        using var t = new Harness(path);
         var input = new TensorShape(3, 5, 3, 7);
         var xs = RandomArray(checked((int)input.Length), 41);
         var x = t.Tensor(xs, input);
@@ -294,7 +302,7 @@ public class LayerTests
     [TestCase(false)]
     public void LinearForwardAndBackward(bool bias)
     {
-        using var t = new Harness();
+        using var t = new Harness(path);
         const int rows = 7, inF = 5, outF = 9;
         var linear = new Linear(t.Layout, "fc", inF, outF, bias);
         t.CreateArena();
@@ -330,7 +338,7 @@ public class LayerTests
     [Test]
     public void SoftmaxCrossEntropyForwardAndBackward()
     {
-        using var t = new Harness();
+        using var t = new Harness(path);
         const int rows = 6, classes = 11;
         var logits = RandomArray(rows * classes, 61, 4f);
         int[] labels = [0, 10, 3, 3, 7, 1];
@@ -350,7 +358,7 @@ public class LayerTests
     [Test]
     public void SoftmaxCrossEntropyGivesNaNForAnInvalidLabel()
     {
-        using var t = new Harness();
+        using var t = new Harness(path);
         var x = t.Tensor(RandomArray(6, 71), new TensorShape(2, 3));
         var l = t.Tensor([1, 3], new TensorShape(2));
         var losses = t.Zeros(new TensorShape(2));
