@@ -217,11 +217,17 @@ def nt_xent(z, tau):
 # ----------------------------------------------------------------------------------------------------- optimiser
 
 class Lars(torch.optim.Optimizer):
-    """The engine's LARS (Optim/Lars.cs, CpuBackend.LarsStep); groups with exclude=True get no decay and trust 1."""
+    """The engine's two LARS forms (Optim/Lars.cs, CpuBackend.LarsStep); groups with exclude=True get no decay, trust 1.
 
-    def __init__(self, params, lr=0.0, momentum=0.9, weight_decay=1e-6, trust_coefficient=0.001):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      trust_coefficient=trust_coefficient, exclude=False))
+    simclr (google-research/simclr's optimiser): trust = eta*|w| / |g + wd*w|, v <- mu*v + lr*trust*(g + wd*w), w -= v.
+    solo (solo-learn's solo/utils/lars.py): trust = eta*|w| / (|g| + wd*|w| + eps), min(trust/lr, 1) with clip_lr,
+      d = trust*(g + wd*w), b <- mu*b + d, w -= lr*b; a tensor with a zero weight or gradient norm is left to plain SGD.
+    """
+
+    def __init__(self, params, lr=0.0, momentum=0.9, weight_decay=1e-6, trust_coefficient=0.001, variant="simclr",
+                 eps=1e-8, clip_lr=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, exclude=False,
+                                      trust_coefficient=trust_coefficient, variant=variant, eps=eps, clip_lr=clip_lr))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -231,19 +237,28 @@ class Lars(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 g = p.grad
-                if group["exclude"]:
-                    d, trust = g, 1.0
-                else:
-                    w_norm = torch.linalg.vector_norm(p).item()
-                    g_norm = torch.linalg.vector_norm(g).item()
-                    trust = eta * w_norm / (wd * w_norm + g_norm) if w_norm > 0 and g_norm > 0 else 1.0
-                    d = g.add(p, alpha=wd) if wd != 0 else g
                 state = self.state[p]
                 if "velocity" not in state:
                     state["velocity"] = torch.zeros_like(p)
                 v = state["velocity"]
-                v.mul_(mu).add_(d, alpha=lr * trust)
-                p.sub_(v)
+                w_norm = torch.linalg.vector_norm(p).item()
+                if group["variant"] == "simclr":
+                    d = g if group["exclude"] or wd == 0 else g.add(p, alpha=wd)
+                    d_norm = torch.linalg.vector_norm(d).item()
+                    trust = eta * w_norm / d_norm if not group["exclude"] and w_norm > 0 and d_norm > 0 else 1.0
+                    v.mul_(mu).add_(d, alpha=lr * trust)
+                    p.sub_(v)
+                else:
+                    g_norm = torch.linalg.vector_norm(g).item()
+                    if group["exclude"] or w_norm == 0 or g_norm == 0:
+                        d = g
+                    else:
+                        trust = eta * (w_norm / (g_norm + wd * w_norm + group["eps"]))
+                        if group["clip_lr"]:
+                            trust = min(trust / lr, 1.0) if lr > 0 else 1.0
+                        d = g.add(p, alpha=wd).mul_(trust)
+                    v.mul_(mu).add_(d)
+                    p.sub_(v, alpha=lr)
 
 
 def split_decay(named_parameters):
@@ -359,6 +374,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, required=True, help="SimCLR epochs (required: no default run)")
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--optimizer", choices=["lars", "lars-solo"], default="lars-solo",
+                        help="the engine's --optimizer: lars-solo is its choice for images of 64 px or less")
+    parser.add_argument("--wd", type=float, help="weight decay; by default the optimiser recipe's (1e-5 / 1e-6)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads of the training process")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader worker processes (augmentation)")
@@ -395,11 +413,17 @@ def main():
     decay, exclude = split_decay(model.named_parameters())
     steps_per_epoch = len(train_images) // args.batch
     total_steps = steps_per_epoch * args.epochs
-    peak = float(np.float32(np.float32(0.3) * args.batch / 256))
+    solo = args.optimizer == "lars-solo"
+    base_lr = 0.4 if solo else 0.3
+    weight_decay = args.wd if args.wd is not None else (1e-5 if solo else 1e-6)
+    peak = float(np.float32(np.float32(base_lr) * args.batch / 256))
     warmup_epochs = min(10.0, args.epochs / 10.0)
     warmup = min(total_steps, int(round(warmup_epochs * steps_per_epoch)))
     optimizer = Lars([{"params": decay}, {"params": exclude, "exclude": True}], lr=0.0, momentum=0.9,
-                     weight_decay=1e-6, trust_coefficient=0.001)
+                     weight_decay=weight_decay, trust_coefficient=0.02 if solo else 0.001,
+                     variant="solo" if solo else "simclr", clip_lr=solo)
+    RECIPE.update(optimizer=args.optimizer, base_lr_per_256=base_lr, weight_decay=weight_decay,
+                  trust_coefficient=0.02 if solo else 0.001, clip_lr=solo)
 
     loader = torch.utils.data.DataLoader(
         TwoViews(train_images, view_transform(28)), batch_size=args.batch, shuffle=True, drop_last=True,
@@ -410,7 +434,7 @@ def main():
     print(f"simclr (torch {torch.__version__}, torchvision {torchvision.__version__}) on fashion-mnist: "
           f"{len(train_images)} train / {len(test_images)} test, resnet18 x0.25 cifar stem "
           f"({backbone.feature_dim}-d, {params:,} parameters), batch {args.batch}, lars lr {peak:g} "
-          f"(warm-up {warmup} steps, cosine), wd 1e-6, {args.epochs} epochs x {steps_per_epoch} steps, "
+          f"(warm-up {warmup} steps, cosine), {args.optimizer} wd {weight_decay:g}, {args.epochs} epochs x {steps_per_epoch} steps, "
           f"{args.threads} threads + {args.workers} loader worker(s); load {load_start[0]:.2f} {load_start[1]:.2f} "
           f"{load_start[2]:.2f}", flush=True)
 

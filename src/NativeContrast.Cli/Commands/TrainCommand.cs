@@ -42,10 +42,16 @@ public static class TrainCommand
         var epochs = new Option<int>("--epochs") { Description = "Epochs to train.", DefaultValueFactory = _ => Defaults.Epochs };
         var batch = new Option<int>("--batch") { Description = "Images per batch (each gives two views).", DefaultValueFactory = _ => Defaults.Batch };
         var lr = new Option<float?>("--lr") { Description = "Peak learning rate; by default the method's base rate x batch / 256 (SimCLR: 0.3)." };
-        var optimizer = new Option<string>("--optimizer") { Description = "Optimiser.", DefaultValueFactory = _ => "lars" };
-        optimizer.AcceptOnlyFromAmong("lars", "sgd", "adamw");
-        var weightDecay = new Option<float>("--wd") { Description = "Weight decay (not on biases and BatchNorm parameters).", DefaultValueFactory = _ => 1e-6f };
+        var optimizer = new Option<string>("--optimizer")
+        {
+            Description = "Optimiser: lars (SimCLR's: eta 0.001, lr 0.3 x batch/256, wd 1e-6), lars-solo (solo-learn's CIFAR recipe: eta 0.02, clip_lr, lr 0.4 x batch/256, wd 1e-5), sgd, adamw; auto takes lars-solo for images of 64 px or less, else lars.",
+            DefaultValueFactory = _ => "auto",
+        };
+        optimizer.AcceptOnlyFromAmong(["auto", .. TrainingOptions.Optimizers]);
+        var weightDecay = new Option<float?>("--wd") { Description = "Weight decay (not on biases and BatchNorm parameters); by default the optimiser recipe's (1e-6 for lars, 1e-5 for lars-solo)." };
         var warmup = new Option<double?>("--warmup-epochs") { Description = "Epochs of linear warm-up; by default 10, at most a tenth of the run." };
+        var views = new Option<string?>("--views") { Description = "Augmentation preset; by default simclr, or simclr-cifar (colour strength 0.5, no blur) for images of 64 px or less." };
+        views.AcceptOnlyFromAmong([.. AugmentationPresets.Names]);
         var temperature = new Option<float?>("--temperature") { Description = "Softmax temperature tau; by default the method's (SimCLR: 0.5)." };
         var device = DeviceOption.Create();
         var precision = new Option<string>("--precision") { Description = "Tensor-core precision of the GEMMs and fused losses on a GPU (the CPU always computes fp32).", DefaultValueFactory = _ => "tf32" };
@@ -58,7 +64,7 @@ public static class TrainCommand
         var workers = new Option<int>("--workers") { Description = "Augmentation threads.", DefaultValueFactory = _ => Math.Max(1, Environment.ProcessorCount - 1) };
         var command = new Command("train", "Train an encoder without labels (SimCLR), with a kNN monitor, checkpoints and metrics.")
         {
-            method, backbone, width, stem, dataset, dataDir, imageSize, trainImages, epochs, batch, lr, optimizer, weightDecay, warmup, temperature,
+            method, backbone, width, stem, dataset, dataDir, imageSize, trainImages, epochs, batch, lr, optimizer, weightDecay, warmup, views, temperature,
             device, precision, output, seed, resume, knnEvery, knnBank, workers,
         };
         command.SetAction(parse => Run(
@@ -66,7 +72,7 @@ public static class TrainCommand
                 parse.GetRequiredValue(method), parse.GetRequiredValue(backbone), parse.GetRequiredValue(width), parse.GetRequiredValue(stem),
                 parse.GetRequiredValue(dataset), parse.GetValue(dataDir), parse.GetValue(imageSize), parse.GetValue(trainImages),
                 parse.GetRequiredValue(epochs), parse.GetRequiredValue(batch), parse.GetValue(lr), parse.GetRequiredValue(optimizer),
-                parse.GetRequiredValue(weightDecay), parse.GetValue(warmup), parse.GetValue(temperature), parse.GetRequiredValue(device),
+                parse.GetValue(weightDecay), parse.GetValue(warmup), parse.GetValue(views), parse.GetValue(temperature), parse.GetRequiredValue(device),
                 parse.GetRequiredValue(precision), parse.GetRequiredValue(output), parse.GetRequiredValue(seed), parse.GetValue(resume),
                 parse.GetRequiredValue(knnEvery), parse.GetValue(knnBank), parse.GetRequiredValue(workers)),
             parse.InvocationConfiguration.Output,
@@ -87,7 +93,7 @@ public static class TrainCommand
 
     private sealed record Request(
         string Method, string Backbone, double Width, string Stem, string Dataset, string? DataDir, int? ImageSize, int? TrainImages,
-        int Epochs, int Batch, float? Lr, string Optimizer, float WeightDecay, double? WarmupEpochs, float? Temperature, string Device,
+        int Epochs, int Batch, float? Lr, string Optimizer, float? WeightDecay, double? WarmupEpochs, string? Views, float? Temperature, string Device,
         string Precision, string Out, ulong Seed, string? Resume, int KnnEvery, int? KnnBank, int Workers);
 
     private static int Run(Request request, TextWriter output, TextWriter error)
@@ -139,13 +145,14 @@ public static class TrainCommand
                 WidthMultiplier = request.Width,
                 Stem = request.Stem == "imagenet" || (request.Stem == "auto" && !smallImages) ? ResNetStem.ImageNet : ResNetStem.Cifar,
             };
+            var optimizerName = request.Optimizer == "auto" ? (smallImages ? "lars-solo" : "lars") : request.Optimizer;
             var options = new TrainingOptions
             {
                 Epochs = request.Epochs,
                 BatchSize = request.Batch,
-                Optimizer = request.Optimizer,
+                Optimizer = optimizerName,
                 LearningRate = request.Lr,
-                WeightDecay = request.WeightDecay,
+                WeightDecay = request.WeightDecay ?? (optimizerName == "lars-solo" ? 1e-5f : 1e-6f),
                 WarmupEpochs = request.WarmupEpochs,
                 Seed = request.Seed,
                 Workers = request.Workers,
@@ -153,7 +160,7 @@ public static class TrainCommand
                 KnnEveryEpochs = request.KnnEvery,
                 KnnBankImages = request.KnnBank,
             };
-            var method = MethodCatalog.Create(request.Method, request.Temperature, smallImages);
+            var method = MethodCatalog.Create(request.Method, request.Temperature, smallImages, request.Views);
             using var trainer = new Trainer(backend, method, request.Backbone, backboneOptions, train, test, options, request.Dataset);
             if (request.Resume is { } resume)
             {

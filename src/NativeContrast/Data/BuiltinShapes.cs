@@ -5,8 +5,10 @@ using System.Runtime.CompilerServices;
 
 /// <summary>
 /// The built-in data set, needing no files: ten classes of anti-aliased shapes (circle, square, triangle, cross, ring,
-/// stripes, star, arrow, crescent, dots) in a random colour, position, scale and rotation over a textured background
-/// (two-colour sinusoidal plasma plus grain). Class identity is the outline, which survives crops, flips, colour
+/// stripes, star, arrow, crescent, dots) in a random palette colour, position, scale and rotation over a textured
+/// background (two-colour sinusoidal plasma plus grain). Colours come from an eight-colour palette, so thousands of
+/// images share each colour pair: colour is no shortcut to telling images apart, and contrastive training learns the
+/// outlines within minutes on a CPU (with colours drawn at random it first learned to match colour histograms). Class identity is the outline, which survives crops, flips, colour
 /// jitter and grayscale (the shape's luma always differs from the background's by at least 0.3), so contrastive
 /// training visibly learns on it. Image i of a split depends only on (seed, split, i): any count, any size, any order.
 /// </summary>
@@ -51,17 +53,19 @@ public static class BuiltinShapes
         }
         var rng = new SampleRandom(seed, (ulong)(uint)index, 0x5348_0000u | (uint)split);
 
-        // Background: two colours mixed by a plasma whose wavelength scales with the image, plus grain.
-        var c1 = new Vector3(rng.NextFloat(), rng.NextFloat(), rng.NextFloat());
-        var c2 = Vector3.Clamp(c1 + new Vector3(rng.Uniform(-0.3f, 0.3f), rng.Uniform(-0.3f, 0.3f), rng.Uniform(-0.3f, 0.3f)), Vector3.Zero, Vector3.One);
+        // Background: two colours mixed by a plasma whose wavelength scales with the image, plus grain. Colours come
+        // from a small palette (then a little jitter), so that many images share them: an image's colours cannot
+        // tell it apart from the others, and contrastive training has to look at the outline.
+        var c1 = PaletteColour(ref rng);
+        var c2 = Vector3.Clamp(c1 + new Vector3(rng.Uniform(-0.15f, 0.15f), rng.Uniform(-0.15f, 0.15f), rng.Uniform(-0.15f, 0.15f)), Vector3.Zero, Vector3.One);
         var fx = rng.Uniform(4f, 14f) / size;
         var fy = rng.Uniform(4f, 14f) / size;
         var px = rng.Uniform(0, 2 * MathF.PI);
         var py = rng.Uniform(0, 2 * MathF.PI);
         var grainSeed = rng.NextUInt();
 
-        // Shape colour: random, pushed away from the background's luma so the outline survives grayscale.
-        var shape = new Vector3(rng.NextFloat(), rng.NextFloat(), rng.NextFloat());
+        // Shape colour: from the palette, pushed away from the background's luma so the outline survives grayscale.
+        var shape = PaletteColour(ref rng);
         var backgroundLuma = Luma((c1 + c2) * 0.5f);
         if (MathF.Abs(Luma(shape) - backgroundLuma) < 0.3f)
         {
@@ -167,6 +171,19 @@ public static class BuiltinShapes
         [.. Enumerable.Range(0, vertices).Select(k => Polar(k % 2 == 0 ? outer : inner, (MathF.PI / 2) + (k * 2 * MathF.PI / vertices)))];
 
     private static Vector2 Polar(float r, float angle) => new(r * MathF.Cos(angle), r * MathF.Sin(angle));
+
+    private static readonly Vector3[] Palette =
+    [
+        new(0.85f, 0.2f, 0.2f), new(0.2f, 0.7f, 0.25f), new(0.2f, 0.35f, 0.85f), new(0.9f, 0.8f, 0.2f),
+        new(0.2f, 0.8f, 0.8f), new(0.8f, 0.3f, 0.8f), new(0.85f, 0.85f, 0.85f), new(0.25f, 0.25f, 0.25f),
+    ];
+
+    /// <summary>One of the eight palette colours, moved by at most 0.05 per channel.</summary>
+    private static Vector3 PaletteColour(ref SampleRandom rng)
+    {
+        var colour = Palette[rng.NextInt(Palette.Length)];
+        return Vector3.Clamp(colour + new Vector3(rng.Uniform(-0.05f, 0.05f), rng.Uniform(-0.05f, 0.05f), rng.Uniform(-0.05f, 0.05f)), Vector3.Zero, Vector3.One);
+    }
 
     private static float Luma(Vector3 c) => (0.299f * c.X) + (0.587f * c.Y) + (0.114f * c.Z);
 

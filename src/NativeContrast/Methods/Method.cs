@@ -37,8 +37,8 @@ public abstract class Method : IDisposable
     /// <summary>The augmentation recipe the method trains on, for large crops of <paramref name="size"/>.</summary>
     public abstract AugmentationPreset Augmentations(int size);
 
-    /// <summary>The base learning rate per 256 images of the method's recipe (the trainer scales it by batch / 256).</summary>
-    public abstract float BaseLearningRate { get; }
+    /// <summary>The base learning rate per 256 images of the method's recipe for an optimiser (the trainer scales it by batch / 256).</summary>
+    public abstract float BaseLearningRate(string optimizer);
 
     /// <summary>Declares the heads into <paramref name="layout"/>, after the backbone.</summary>
     public abstract void Build(ArenaLayout layout, ResNet backbone);

@@ -7,9 +7,10 @@ public static class MethodCatalog
 
     /// <param name="temperature">Overrides the method's τ when set.</param>
     /// <param name="smallImages">Images of 64 px or less: SimCLR's CIFAR recipe (colour strength 0.5, no blur).</param>
-    public static Method Create(string name, float? temperature = null, bool smallImages = false)
+    /// <param name="augmentations">Overrides the augmentation preset (see <see cref="Data.AugmentationPresets"/>) when set.</param>
+    public static Method Create(string name, float? temperature = null, bool smallImages = false, string? augmentations = null)
     {
-        var augmentations = smallImages ? "simclr-cifar" : "simclr";
+        augmentations ??= smallImages ? "simclr-cifar" : "simclr";
         return name.ToLowerInvariant() switch
         {
             "simclr" => new SimClr(SimClrOptions.V1 with { Temperature = temperature ?? SimClrOptions.V1.Temperature, Augmentations = augmentations }),

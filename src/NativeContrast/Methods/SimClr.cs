@@ -59,8 +59,13 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
 
     public override string Name => Options.ProjectorLayers >= 3 ? "simclr-v2" : "simclr";
 
-    /// <summary>SimCLR's LARS learning rate per 256 images.</summary>
-    public override float BaseLearningRate => 0.3f;
+    /// <summary>Per 256 images: 0.3 with SimCLR's LARS (the paper), 0.4 with solo-learn's (its CIFAR recipe), 0.001 with AdamW.</summary>
+    public override float BaseLearningRate(string optimizer) => optimizer switch
+    {
+        "lars-solo" => 0.4f,
+        "adamw" => 1e-3f,
+        _ => 0.3f,
+    };
 
     public MlpHead Projector => _projector ?? throw new InvalidOperationException("SimCLR is not built yet");
 

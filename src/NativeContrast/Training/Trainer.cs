@@ -76,7 +76,7 @@ public sealed class Trainer : IDisposable
 
         StepsPerEpoch = _loader.BatchesPerEpoch;
         TotalSteps = (long)StepsPerEpoch * options.Epochs;
-        var peak = options.LearningRate ?? method.BaseLearningRate * options.BatchSize / 256f;
+        var peak = options.LearningRate ?? method.BaseLearningRate(options.Optimizer) * options.BatchSize / 256f;
         var warmupEpochs = options.WarmupEpochs ?? Math.Min(10, options.Epochs / 10.0);
         var warmup = Math.Min(TotalSteps, (long)Math.Round(warmupEpochs * StepsPerEpoch));
         _optimizer = CreateOptimizer(options, _arena, peak);
@@ -356,6 +356,7 @@ public sealed class Trainer : IDisposable
     {
         "sgd" => new Sgd(arena, learningRate, options.Momentum, options.WeightDecay),
         "adamw" => new AdamW(arena, learningRate, weightDecay: options.WeightDecay),
+        "lars-solo" => new Lars(arena, learningRate, options.Momentum, options.WeightDecay, trustCoefficient: 0.02f, variant: LarsVariant.SoloLearn) { ClipLearningRate = true },
         _ => new Lars(arena, learningRate, options.Momentum, options.WeightDecay),
     };
 }

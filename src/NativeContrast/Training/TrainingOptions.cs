@@ -11,8 +11,13 @@ public sealed record TrainingOptions
 
     public int BatchSize { get; init; } = 256;
 
-    /// <summary>"lars" (SimCLR's), "sgd" or "adamw".</summary>
+    /// <summary>
+    /// "lars" (SimCLR's form: trust η‖w‖ / ‖g + wd·w‖, η 0.001), "lars-solo" (solo-learn's form and CIFAR recipe:
+    /// η 0.02, clip_lr), "sgd" or "adamw".
+    /// </summary>
     public string Optimizer { get; init; } = "lars";
+
+    public static IReadOnlyList<string> Optimizers { get; } = ["lars", "lars-solo", "sgd", "adamw"];
 
     /// <summary>The peak learning rate; null: the method's base rate × batch / 256.</summary>
     public float? LearningRate { get; init; }
@@ -67,9 +72,9 @@ public sealed record TrainingOptions
         {
             throw new ArgumentOutOfRangeException("--batch", $"--batch is {BatchSize}; contrastive training needs at least 2 images per batch");
         }
-        if (Optimizer is not ("lars" or "sgd" or "adamw"))
+        if (!Optimizers.Contains(Optimizer))
         {
-            throw new ArgumentException($"optimizer '{Optimizer}' is not one of lars, sgd, adamw", "--optimizer");
+            throw new ArgumentException($"optimizer '{Optimizer}' is not one of {string.Join(", ", Optimizers)}", "--optimizer");
         }
         if (LearningRate is { } lr && (!(lr > 0) || !float.IsFinite(lr)))
         {
