@@ -101,7 +101,7 @@ public sealed class CpuBench : IBenchSuite
         var ms = MedianMs(Step, repetitions);
         if (profile)
         {
-            CpuProfile.Print($"resnet18 w{options.WidthMultiplier} b{batch}", cpu, encoder, plan, ms);
+            CpuProfile.Print($"resnet18 w{options.WidthMultiplier} b{batch}", cpu, encoder, plan, ms, ("sgd step", sgd.Step), ("zero gradients", sgd.ZeroGradients));
         }
         return (ms, StepFlops.Of(encoder, plan, batch, (double)encoder.FeatureDim * classes));
     }
@@ -138,7 +138,12 @@ public sealed class CpuBench : IBenchSuite
         var ms = MedianMs(Step, repetitions);
         if (profile)
         {
-            CpuProfile.Print($"simclr 2x{viewBatch}", cpu, encoder, plan, ms);
+            CpuProfile.Print($"simclr 2x{viewBatch}", cpu, encoder, plan, ms, ("lars step", lars.Step), ("zero gradients", lars.ZeroGradients), ("nt-xent forward + backward", () =>
+            {
+                var z = plan.Output;
+                loss.Forward(z);
+                loss.Backward(z, dz);
+            }));
         }
         var headMacs = (double)(headOptions.InputDim * headOptions.HiddenDim) + (headOptions.HiddenDim * headOptions.OutputDim);
         return (ms, StepFlops.Of(encoder, plan, rows, headMacs));

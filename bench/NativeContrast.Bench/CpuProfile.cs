@@ -13,7 +13,11 @@ using NativeContrast.Tensors;
 /// </summary>
 public static class CpuProfile
 {
-    public static void Print(string title, IBackend backend, ResNet encoder, Plan plan, double stepMs)
+    /// <summary>
+    /// Prints the encoder's layers by share of <paramref name="stepMs"/>, and the time of each of
+    /// <paramref name="others"/> (whole parts of the step outside the encoder's layers: the optimiser, zeroing).
+    /// </summary>
+    public static void Print(string title, IBackend backend, ResNet encoder, Plan plan, double stepMs, params (string Name, Action Run)[] others)
     {
         var resnet = (ResNetPlan)((SequentialPlan)plan.Root).Stages[0];
         var rows = new List<(string Layer, double ForwardMs, double BackwardMs)>();
@@ -82,8 +86,12 @@ public static class CpuProfile
             }
         }
 
+        foreach (var (name, run) in others)
+        {
+            rows.Add((name, Median(run), 0));
+        }
         var layers = rows.Sum(r => r.ForwardMs + r.BackwardMs);
-        Console.WriteLine($"   profile {title}: step {stepMs:F1} ms; encoder convs + norms {layers:F1} ms; the rest (pooling, head, loss, optimiser, zeroing) {stepMs - layers:F1} ms");
+        Console.WriteLine($"   profile {title}: step {stepMs:F1} ms; the rows below {layers:F1} ms; the rest (pooling, head, loss, between layers) {stepMs - layers:F1} ms");
         Console.WriteLine($"     {"fwd ms",9} {"bwd ms",9} {"share",6}  layer");
         foreach (var group in rows.GroupBy(r => r.Layer).OrderByDescending(g => g.Sum(r => r.ForwardMs + r.BackwardMs)))
         {
@@ -91,7 +99,8 @@ public static class CpuProfile
             Console.WriteLine($"     {forward,9:F2} {backward,9:F2} {100 * (forward + backward) / stepMs,5:F1}%  {group.Count()}x {group.Key}");
         }
         var convs = rows.Where(r => r.Layer.StartsWith("conv", StringComparison.Ordinal)).Sum(r => r.ForwardMs + r.BackwardMs);
-        Console.WriteLine($"     all convolutions {convs:F1} ms ({100 * convs / stepMs:F0}%), all norms {layers - convs:F1} ms ({100 * (layers - convs) / stepMs:F0}%)");
+        var norms = rows.Where(r => r.Layer.StartsWith("bn", StringComparison.Ordinal)).Sum(r => r.ForwardMs + r.BackwardMs);
+        Console.WriteLine($"     all convolutions {convs:F1} ms ({100 * convs / stepMs:F0}%), all norms {norms:F1} ms ({100 * norms / stepMs:F0}%)");
     }
 
     private static double Median(Action action)
