@@ -19,7 +19,8 @@ The recipe is the engine's `nativecontrast train --method simclr --dataset fashi
              1x1 conv + BN downsample, global average pool -> 128-d; torchvision's names and init (kaiming_normal_
              fan_out/relu, BN 1/0, zero_init_residual False), so the engine's exported encoder loads into it.
   projector  Linear(128, 128) -> ReLU -> Linear(128, 128), biases, nn.Linear's default init (= Nn/Linear.cs).
-  loss       NT-Xent, tau 0.5, the two views as ONE batch of 2N (view a rows 0..N-1, view b N..2N-1).
+  loss       NT-Xent, tau 0.2 (the engine's default for images of 64 px or less; --temperature), the two views as
+             ONE batch of 2N (view a rows 0..N-1, view b N..2N-1).
   optimiser  LARS as Optim/Lars.cs + CpuBackend.LarsStep: per tensor trust = 0.001*|w| / (|g| + wd*|w|) (1 if a norm
              is 0), v <- 0.9*v + lr*trust*(g + wd*w), w <- w - v; biases and BN parameters: no decay, trust 1.
              wd 1e-6. lr peak 0.3*batch/256, linear warm-up from 0 over W = round(min(10, E/10) * steps/epoch)
@@ -59,7 +60,7 @@ RECIPE = {
     "backbone": "resnet18 x0.25, cifar stem (3x3 s1, no max pool), 128-d features",
     "projector": "Linear(128,128)-ReLU-Linear(128,128), biases, no BN",
     "loss": "nt-xent",
-    "temperature": 0.5,
+    "temperature": 0.2,
     "augmentations": "simclr-cifar @28: RandomResizedCrop(28,(0.08,1),(3/4,4/3),bilinear,antialias) -> "
                      "HFlip(0.5) -> RandomApply(ColorJitter(0.4,0.4,0.4,0.1),0.8) -> RandomGrayscale(0.2) -> "
                      "Normalize; uint8 tensor path; on 1 channel saturation/hue/grayscale are identities",
@@ -376,6 +377,7 @@ def main():
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--optimizer", choices=["lars", "lars-solo"], default="lars-solo",
                         help="the engine's --optimizer: lars-solo is its choice for images of 64 px or less")
+    parser.add_argument("--temperature", type=float, default=0.2, help="NT-Xent tau (the engine's default here: 0.2)")
     parser.add_argument("--wd", type=float, help="weight decay; by default the optimiser recipe's (1e-5 / 1e-6)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads of the training process")
@@ -457,7 +459,7 @@ def main():
             lr = warmup_cosine(step, peak, total_steps, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss, positive, top1 = nt_xent(model(x), 0.5)
+            loss, positive, top1 = nt_xent(model(x), args.temperature)
             value = loss.item()
             if not math.isfinite(value):
                 raise SystemExit(f"non-finite loss {value} at step {step}")

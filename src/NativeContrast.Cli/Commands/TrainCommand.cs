@@ -52,7 +52,7 @@ public static class TrainCommand
         var warmup = new Option<double?>("--warmup-epochs") { Description = "Epochs of linear warm-up; by default 10, at most a tenth of the run." };
         var views = new Option<string?>("--views") { Description = "Augmentation preset; by default simclr, or simclr-cifar (colour strength 0.5, no blur) for images of 64 px or less." };
         views.AcceptOnlyFromAmong([.. AugmentationPresets.Names]);
-        var temperature = new Option<float?>("--temperature") { Description = "Softmax temperature tau; by default the method's (SimCLR: 0.5)." };
+        var temperature = new Option<float?>("--temperature") { Description = "Softmax temperature tau; by default the method's (SimCLR: 0.5, or solo-learn's 0.2 for images of 64 px or less)." };
         var device = DeviceOption.Create();
         var precision = new Option<string>("--precision") { Description = "Tensor-core precision of the GEMMs and fused losses on a GPU (the CPU always computes fp32).", DefaultValueFactory = _ => "tf32" };
         precision.AcceptOnlyFromAmong("fp32", "tf32", "bf16");
@@ -83,7 +83,7 @@ public static class TrainCommand
     /// <summary>The default run: the built-in set, sized to finish in a few minutes on a 2-core CPU and to beat raw pixels.</summary>
     public static class Defaults
     {
-        public const string Backbone = "resnet18";
+        public const string Backbone = "resnet10";
         public const double Width = 0.25;
         public const int BuiltinImageSize = 32;
         public const int BuiltinImages = 20_000;
