@@ -24,4 +24,18 @@ public static class DeviceOption
         });
         return option;
     }
+
+    /// <summary>The backend for --device, or null after writing why it cannot be had (one line) to <paramref name="error"/>.</summary>
+    public static BackendChoice? Open(string device, TextWriter error)
+    {
+        try
+        {
+            return BackendSelector.Create(device);
+        }
+        catch (Cuda.CudaUnavailableException e)
+        {
+            error.WriteLine($"error: --device {device}: {e.Message}");
+            return null;
+        }
+    }
 }

@@ -121,14 +121,8 @@ internal static class CheckpointOptions
 
     public static int WithBackbone(string checkpoint, string? datasetName, string? dataDir, string device, TextWriter output, TextWriter error, Body body)
     {
-        BackendChoice choice;
-        try
+        if (DeviceOption.Open(device, error) is not { } choice)
         {
-            choice = BackendSelector.Create(device);
-        }
-        catch (CudaUnavailableException e)
-        {
-            error.WriteLine($"error: --device {device}: {e.Message}");
             return Program.Failure;
         }
         var console = CliConsole.For(output);

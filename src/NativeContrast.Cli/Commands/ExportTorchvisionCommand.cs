@@ -72,14 +72,8 @@ public static class ExportTorchvisionCommand
             error.WriteLine($"error: --classes ({request.Classes}) and --steps ({request.Steps}) must be >= 0, --batch ({request.Batch}) >= 2 and --size ({request.Side}) >= {minimum} for the {request.Stem} stem");
             return Program.BadArguments;
         }
-        BackendChoice choice;
-        try
+        if (DeviceOption.Open(request.Device, error) is not { } choice)
         {
-            choice = BackendSelector.Create(request.Device);
-        }
-        catch (CudaUnavailableException e)
-        {
-            error.WriteLine($"error: --device {request.Device}: {e.Message}");
             return Program.Failure;
         }
         using var backend = choice.Backend;

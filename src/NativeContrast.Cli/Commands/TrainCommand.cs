@@ -103,14 +103,8 @@ public static class TrainCommand
             error.WriteLine("error: --width and --temperature must be > 0, --image-size at least 8, --train-images at least 2 and --workers at least 1");
             return Program.BadArguments;
         }
-        BackendChoice choice;
-        try
+        if (DeviceOption.Open(request.Device, error) is not { } choice)
         {
-            choice = BackendSelector.Create(request.Device);
-        }
-        catch (CudaUnavailableException e)
-        {
-            error.WriteLine($"error: --device {request.Device}: {e.Message}");
             return Program.Failure;
         }
         var console = CliConsole.For(output);
