@@ -18,7 +18,8 @@ public static class CliConsole
             Out = new AnsiConsoleOutput(writer),
             Ansi = interactive ? AnsiSupport.Detect : AnsiSupport.No,
             ColorSystem = interactive ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
-            Interactive = InteractionSupport.No,
+            // Live displays (train's progress bar) need an interactive terminal; elsewhere Spectre prints plain lines.
+            Interactive = interactive ? InteractionSupport.Detect : InteractionSupport.No,
         });
         if (!interactive)
         {
