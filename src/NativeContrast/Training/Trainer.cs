@@ -210,14 +210,26 @@ public sealed class Trainer : IDisposable
             var lastEpoch = _epoch == Options.Epochs;
             // The epoch's time and throughput are its training steps'; the monitor's pass is timed in its own message.
             var seconds = epochClock.Elapsed.TotalSeconds;
-            var knn = Due(Options.KnnEveryEpochs, lastEpoch) ? EvaluateKnn(observer, cancel) : null;
+            Accuracy? knn = null;
+            try
+            {
+                knn = Due(Options.KnnEveryEpochs, lastEpoch) ? EvaluateKnn(observer, cancel) : null;
+            }
+            catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+            {
+                // Interrupted during the monitor: the epoch's training is done and is checkpointed below.
+            }
             lastKnn = knn ?? lastKnn;
             var epochMetrics = new EpochMetrics(_epoch - 1, _step, lossSum / Math.Max(1, _step - epochStartStep), knn, seconds, (_step - epochStartStep) * (double)Options.BatchSize / Math.Max(seconds, 1e-9));
             metrics?.Write(epochMetrics);
             observer?.EpochCompleted(epochMetrics);
-            if (Due(Options.CheckpointEveryEpochs, lastEpoch))
+            if (Due(Options.CheckpointEveryEpochs, lastEpoch) || cancel.IsCancellationRequested)
             {
                 lastCheckpoint = SaveCheckpoint(observer) ?? lastCheckpoint;
+            }
+            if (cancel.IsCancellationRequested && !lastEpoch)
+            {
+                return Finish(clock, startStep, interrupted: true, lastKnn, lastCheckpoint, encoder: null);
             }
         }
         return Finish(clock, startStep, interrupted: false, lastKnn, lastCheckpoint, ExportEncoder(observer));

@@ -126,6 +126,20 @@ public class TrainerTests
     }
 
     [Test]
+    public void AnInterruptDuringTheKnnMonitorKeepsTheFinishedEpoch()
+    {
+        using var run = new TinyRun(_folder, epochs: 3);
+        using var cancel = new CancellationTokenSource();
+        // The test images are first read by epoch 0's kNN monitor: cancel there.
+        using var trainer = run.CreateTrainer(test: new TouchedDataset(run.Test, cancel.Cancel));
+        var result = trainer.Run(new RecordingObserver(), cancel.Token);
+        Assert.That(result.Interrupted, Is.True);
+        Assert.That(result.Steps, Is.EqualTo(4));
+        var state = TrainingCheckpoint.ReadState(Path.Combine(_folder, Trainer.CheckpointFileName));
+        Assert.That((state.Step, state.Epoch, state.BatchInEpoch), Is.EqualTo((4L, 1, 0L)), "the finished epoch is checkpointed, the next not started");
+    }
+
+    [Test]
     public void ResumingWithAnotherRecipeIsRefusedWithTheDifference()
     {
         using (var run = new TinyRun(_folder, epochs: 1))

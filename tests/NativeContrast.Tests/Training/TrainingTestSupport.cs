@@ -36,8 +36,8 @@ internal sealed class TinyRun : IDisposable
 
     public static ResNetOptions Backbone => ResNetOptions.ResNet10 with { Stem = ResNetStem.Cifar, WidthMultiplier = 0.125 };
 
-    public Trainer CreateTrainer(Method? method = null) =>
-        new(Backend, method ?? MethodCatalog.Create("simclr", smallImages: true), "resnet10", Backbone, Train, Test, Options, "builtin");
+    public Trainer CreateTrainer(Method? method = null, IImageDataset? test = null) =>
+        new(Backend, method ?? MethodCatalog.Create("simclr", smallImages: true), "resnet10", Backbone, Train, test ?? Test, Options, "builtin");
 
     public void Dispose()
     {
@@ -89,5 +89,38 @@ internal static class TempFolder
         {
             Directory.Delete(path, recursive: true);
         }
+    }
+}
+
+/// <summary>A data set that runs an action the first time an image is read (to interrupt an evaluation pass).</summary>
+internal sealed class TouchedDataset(IImageDataset inner, Action onRead) : IImageDataset
+{
+    private int _reads;
+
+    public string Name => inner.Name;
+
+    public int Count => inner.Count;
+
+    public ImageShape Shape => inner.Shape;
+
+    public IReadOnlyList<string> ClassNames => inner.ClassNames;
+
+    public bool HasLabels => inner.HasLabels;
+
+    public ChannelStats Stats => inner.Stats;
+
+    public ReadOnlySpan<byte> GetImage(int index)
+    {
+        if (Interlocked.Increment(ref _reads) == 1)
+        {
+            onRead();
+        }
+        return inner.GetImage(index);
+    }
+
+    public int GetLabel(int index) => inner.GetLabel(index);
+
+    public void Dispose()
+    {
     }
 }
