@@ -101,7 +101,7 @@ public sealed class Trainer : IDisposable
             Seed = options.Seed,
         };
         Description = $"{method.Name} on {train.Name} ({train.Count} images, {preset.Views[0].Size}px, {preset.Name} views), {arch} ×{backboneOptions.WidthMultiplier.ToString(CultureInfo.InvariantCulture)} " +
-            $"{Spec.Stem} stem ({Backbone.FeatureDim}-d features, {_arena.TrainableLength:N0} parameters), batch {options.BatchSize}, {options.Optimizer} lr {peak.ToString("G4", CultureInfo.InvariantCulture)} " +
+            $"{Spec.Stem} stem ({Backbone.FeatureDim}-d features, {_arena.Views.Where(v => v.IsTrainable).Sum(v => v.Length):N0} parameters), batch {options.BatchSize}, {options.Optimizer} lr {peak.ToString("G4", CultureInfo.InvariantCulture)} " +
             $"(warm-up {warmup} steps, cosine), wd {options.WeightDecay.ToString(CultureInfo.InvariantCulture)}, {options.Epochs} epochs × {StepsPerEpoch} steps on {backend.Name}";
     }
 
