@@ -146,7 +146,7 @@ public static class TrainCommand
                 BatchSize = request.Batch,
                 Optimizer = optimizerName,
                 LearningRate = request.Lr,
-                WeightDecay = request.WeightDecay ?? (optimizerName == "lars-solo" ? 1e-5f : 1e-6f),
+                WeightDecay = request.WeightDecay,
                 WarmupEpochs = request.WarmupEpochs,
                 Seed = request.Seed,
                 Workers = request.Workers,

@@ -102,7 +102,7 @@ public sealed class Trainer : IDisposable
         };
         Description = $"{method.Name} on {train.Name} ({train.Count} images, {preset.Views[0].Size}px, {preset.Name} views), {arch} ×{backboneOptions.WidthMultiplier.ToString(CultureInfo.InvariantCulture)} " +
             $"{Spec.Stem} stem ({Backbone.FeatureDim}-d features, {_arena.Views.Where(v => v.IsTrainable).Sum(v => v.Length):N0} parameters), batch {options.BatchSize}, {options.Optimizer} lr {peak.ToString("G4", CultureInfo.InvariantCulture)} " +
-            $"(warm-up {warmup} steps, cosine), wd {options.WeightDecay.ToString(CultureInfo.InvariantCulture)}, {options.Epochs} epochs × {StepsPerEpoch} steps on {backend.Name}";
+            $"(warm-up {warmup} steps, cosine), wd {options.EffectiveWeightDecay.ToString(CultureInfo.InvariantCulture)}, {options.Epochs} epochs × {StepsPerEpoch} steps on {backend.Name}";
     }
 
     public TrainingOptions Options { get; }
@@ -366,9 +366,9 @@ public sealed class Trainer : IDisposable
 
     private static Optimizer CreateOptimizer(TrainingOptions options, ParameterArena arena, float learningRate) => options.Optimizer switch
     {
-        "sgd" => new Sgd(arena, learningRate, options.Momentum, options.WeightDecay),
-        "adamw" => new AdamW(arena, learningRate, weightDecay: options.WeightDecay),
-        "lars-solo" => new Lars(arena, learningRate, options.Momentum, options.WeightDecay, trustCoefficient: 0.02f, variant: LarsVariant.SoloLearn) { ClipLearningRate = true },
-        _ => new Lars(arena, learningRate, options.Momentum, options.WeightDecay),
+        "sgd" => new Sgd(arena, learningRate, options.Momentum, options.EffectiveWeightDecay),
+        "adamw" => new AdamW(arena, learningRate, weightDecay: options.EffectiveWeightDecay),
+        "lars-solo" => new Lars(arena, learningRate, options.Momentum, options.EffectiveWeightDecay, trustCoefficient: 0.02f, variant: LarsVariant.SoloLearn) { ClipLearningRate = true },
+        _ => new Lars(arena, learningRate, options.Momentum, options.EffectiveWeightDecay),
     };
 }

@@ -22,7 +22,11 @@ public sealed record TrainingOptions
     /// <summary>The peak learning rate; null: the method's base rate × batch / 256.</summary>
     public float? LearningRate { get; init; }
 
-    public float WeightDecay { get; init; } = 1e-6f;
+    /// <summary>Weight decay (not on biases and BatchNorm parameters); null: the optimiser recipe's, see <see cref="EffectiveWeightDecay"/>.</summary>
+    public float? WeightDecay { get; init; }
+
+    /// <summary>The decay that runs: <see cref="WeightDecay"/>, else 1e-5 for solo-learn's LARS (its CIFAR recipe) and 1e-6 (SimCLR's) otherwise.</summary>
+    public float EffectiveWeightDecay => WeightDecay ?? (Optimizer == "lars-solo" ? 1e-5f : 1e-6f);
 
     public float Momentum { get; init; } = 0.9f;
 
@@ -80,7 +84,7 @@ public sealed record TrainingOptions
         {
             throw new ArgumentOutOfRangeException("--lr", $"--lr is {lr}; it must be finite and positive");
         }
-        if (!(WeightDecay >= 0) || !(KnnTemperature > 0) || WarmupEpochs is < 0 || KnnEveryEpochs < 0 || CheckpointEveryEpochs < 0 || KnnBankImages is <= 0)
+        if (!(EffectiveWeightDecay >= 0) || !(KnnTemperature > 0) || WarmupEpochs is < 0 || KnnEveryEpochs < 0 || CheckpointEveryEpochs < 0 || KnnBankImages is <= 0)
         {
             throw new ArgumentOutOfRangeException(nameof(TrainingOptions), "weight decay, warm-up and cadences must be >= 0, the kNN temperature and bank size > 0");
         }

@@ -185,5 +185,15 @@ public class TrainerTests
         run.Options = run.Options with { Optimizer = "adamw" };
         using var adamw = run.CreateTrainer();
         Assert.That(adamw.Arena.StateSlots, Is.EqualTo(2));
+
+        // Without --wd each optimiser gets its recipe's decay; an explicit value wins.
+        run.Options = run.Options with { Optimizer = "lars-solo" };
+        using (var solo = run.CreateTrainer())
+        {
+            Assert.That(solo.Optimizer.WeightDecay, Is.EqualTo(1e-5f));
+        }
+        run.Options = run.Options with { WeightDecay = 3e-4f };
+        using var explicitDecay = run.CreateTrainer();
+        Assert.That(explicitDecay.Optimizer.WeightDecay, Is.EqualTo(3e-4f));
     }
 }
