@@ -56,16 +56,26 @@ public static class TrainCommand
         var device = DeviceOption.Create();
         var precision = new Option<string>("--precision") { Description = "Tensor-core precision of the GEMMs and fused losses on a GPU (the CPU always computes fp32).", DefaultValueFactory = _ => "tf32" };
         precision.AcceptOnlyFromAmong("fp32", "tf32", "bf16");
-        var output = new Option<string>("--out") { Description = "Output directory: checkpoint, metrics.jsonl, training.png, encoder.safetensors.", DefaultValueFactory = _ => "runs/simclr" };
+        var output = new Option<string?>("--out") { Description = "Output directory: checkpoint, metrics.jsonl, training.png, encoder.safetensors (default runs/METHOD)." };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the initialisation, shuffles and augmentations.", DefaultValueFactory = _ => 0 };
         var resume = new Option<string?>("--resume") { Description = "Continue from a training checkpoint (or a run directory holding one), with the same options." };
         var knnEvery = new Option<int>("--knn-every") { Description = "Run the kNN monitor every N epochs (0: only after the last).", DefaultValueFactory = _ => 1 };
         var knnBank = new Option<int?>("--knn-bank") { Description = "Training images in the kNN bank; by default all." };
         var workers = new Option<int>("--workers") { Description = "Augmentation threads.", DefaultValueFactory = _ => Math.Max(1, Environment.ProcessorCount - 1) };
-        var command = new Command("train", "Train an encoder without labels (SimCLR), with a kNN monitor, checkpoints and metrics.")
+        var queue = new Option<int?>("--queue") { Description = "MoCo: keys in the queue (default 65536, at most the data set's size). SwAV: features in the queue used for the codes (default 0: none)." };
+        var momentum = new Option<float?>("--momentum") { Description = "MoCo: m of the key encoder's EMA (default 0.999, or 0.99 for images of 64 px or less)." };
+        var momentumCosine = new Option<bool>("--momentum-cosine") { Description = "MoCo: raise m to 1 by a cosine over the run (BYOL's schedule)." };
+        var symmetric = new Option<bool>("--symmetric") { Description = "MoCo: both views as queries against the other's keys (solo-learn's mocov2plus)." };
+        var prototypes = new Option<int?>("--prototypes") { Description = "SwAV: prototypes (default 3000)." };
+        var smallCrops = new Option<int?>("--small-crops") { Description = "SwAV: small crops besides the two large ones (default 6)." };
+        var queueStart = new Option<int?>("--queue-start-epoch") { Description = "SwAV: the epoch from which the feature queue fills (default 0); it is used once full." };
+        var freezePrototypes = new Option<double?>("--freeze-prototypes-epochs") { Description = "SwAV: epochs during which the prototypes stay frozen (default 1)." };
+        var margin = new Option<float?>("--margin") { Description = "margin: distance beyond which negatives are not pushed (unit vectors; default 1)." };
+        var command = new Command("train", "Train an encoder without labels (SimCLR, MoCo), with a kNN monitor, checkpoints and metrics.")
         {
             method, backbone, width, stem, dataset, dataDir, imageSize, trainImages, epochs, batch, lr, optimizer, weightDecay, warmup, views, temperature,
             device, precision, output, seed, resume, knnEvery, knnBank, workers,
+            queue, momentum, momentumCosine, symmetric, prototypes, smallCrops, queueStart, freezePrototypes, margin,
         };
         command.SetAction(parse => Run(
             new Request(
@@ -73,8 +83,22 @@ public static class TrainCommand
                 parse.GetRequiredValue(dataset), parse.GetValue(dataDir), parse.GetValue(imageSize), parse.GetValue(trainImages),
                 parse.GetRequiredValue(epochs), parse.GetRequiredValue(batch), parse.GetValue(lr), parse.GetRequiredValue(optimizer),
                 parse.GetValue(weightDecay), parse.GetValue(warmup), parse.GetValue(views), parse.GetValue(temperature), parse.GetRequiredValue(device),
-                parse.GetRequiredValue(precision), parse.GetRequiredValue(output), parse.GetRequiredValue(seed), parse.GetValue(resume),
-                parse.GetRequiredValue(knnEvery), parse.GetValue(knnBank), parse.GetRequiredValue(workers)),
+                parse.GetRequiredValue(precision), parse.GetValue(output), parse.GetRequiredValue(seed), parse.GetValue(resume),
+                parse.GetRequiredValue(knnEvery), parse.GetValue(knnBank), parse.GetRequiredValue(workers),
+                new MethodSettings
+                {
+                    Temperature = parse.GetValue(temperature),
+                    Augmentations = parse.GetValue(views),
+                    QueueLength = parse.GetValue(queue),
+                    Momentum = parse.GetValue(momentum),
+                    MomentumCosine = parse.GetValue(momentumCosine),
+                    Symmetric = parse.GetValue(symmetric),
+                    Prototypes = parse.GetValue(prototypes),
+                    SmallCrops = parse.GetValue(smallCrops),
+                    QueueStartEpoch = parse.GetValue(queueStart),
+                    FreezePrototypesEpochs = parse.GetValue(freezePrototypes),
+                    Margin = parse.GetValue(margin),
+                }),
             parse.InvocationConfiguration.Output,
             parse.InvocationConfiguration.Error));
         return command;
@@ -94,7 +118,7 @@ public static class TrainCommand
     private sealed record Request(
         string Method, string Backbone, double Width, string Stem, string Dataset, string? DataDir, int? ImageSize, int? TrainImages,
         int Epochs, int Batch, float? Lr, string Optimizer, float? WeightDecay, double? WarmupEpochs, string? Views, float? Temperature, string Device,
-        string Precision, string Out, ulong Seed, string? Resume, int KnnEvery, int? KnnBank, int Workers);
+        string Precision, string? Out, ulong Seed, string? Resume, int KnnEvery, int? KnnBank, int Workers, MethodSettings Settings);
 
     private static int Run(Request request, TextWriter output, TextWriter error)
     {
@@ -139,7 +163,9 @@ public static class TrainCommand
                 WidthMultiplier = request.Width,
                 Stem = request.Stem == "imagenet" || (request.Stem == "auto" && !smallImages) ? ResNetStem.ImageNet : ResNetStem.Cifar,
             };
-            var optimizerName = request.Optimizer == "auto" ? (smallImages ? "lars-solo" : "lars") : request.Optimizer;
+            var method = MethodCatalog.Create(request.Method, request.Settings with { SmallImages = smallImages });
+            var optimizerName = request.Optimizer == "auto" ? method.DefaultOptimizer(smallImages) : request.Optimizer;
+            var outputDirectory = request.Out ?? Path.Combine("runs", request.Method);
             var options = new TrainingOptions
             {
                 Epochs = request.Epochs,
@@ -150,11 +176,10 @@ public static class TrainCommand
                 WarmupEpochs = request.WarmupEpochs,
                 Seed = request.Seed,
                 Workers = request.Workers,
-                OutputDirectory = request.Out,
+                OutputDirectory = outputDirectory,
                 KnnEveryEpochs = request.KnnEvery,
                 KnnBankImages = request.KnnBank,
             };
-            var method = MethodCatalog.Create(request.Method, request.Temperature, smallImages, request.Views);
             using var trainer = new Trainer(backend, method, request.Backbone, backboneOptions, train, test, options, request.Dataset);
             if (request.Resume is { } resume)
             {
@@ -162,10 +187,10 @@ public static class TrainCommand
             }
             var reporter = new ProgressReporter(console, live: ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected);
             var result = reporter.Show(() => trainer.Run(reporter, cancel.Token));
-            var plot = TrainingPlot.Write(request.Out, $"{trainer.Spec.Method} {request.Backbone} x{request.Width.ToString(CultureInfo.InvariantCulture)} on {request.Dataset}");
+            var plot = TrainingPlot.Write(outputDirectory, $"{trainer.Spec.Method} {request.Backbone} x{request.Width.ToString(CultureInfo.InvariantCulture)} on {request.Dataset}");
             if (result.Interrupted)
             {
-                console.WriteLine($"interrupted at step {result.Steps}: checkpoint {result.CheckpointPath}; continue with --resume {request.Out}");
+                console.WriteLine($"interrupted at step {result.Steps}: checkpoint {result.CheckpointPath}; continue with --resume {outputDirectory}");
                 return Interrupted;
             }
             Summarize(console, trainer, result, train, test, plot);

@@ -97,16 +97,18 @@ public sealed record AugmentationPreset(string Name, IReadOnlyList<ViewRecipe> V
 /// </summary>
 public static class AugmentationPresets
 {
-    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-cifar", "mocov2", "byol", "swav"];
+    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-cifar", "mocov1", "mocov2", "byol", "swav", "swav-cifar"];
 
     /// <summary>The preset named <paramref name="name"/> (see <see cref="Names"/>) with large crops of <paramref name="size"/>.</summary>
     public static AugmentationPreset Create(string name, int size, int smallCrops = 6) => name.ToLowerInvariant() switch
     {
         "simclr" => SimClr(size),
         "simclr-cifar" => SimClrCifar(size),
+        "mocov1" => MocoV1(size),
         "mocov2" => MocoV2(size),
         "byol" => Byol(size),
         "swav" => Swav(size, smallCrops),
+        "swav-cifar" => SwavCifar(size, smallCrops),
         _ => throw new ArgumentException($"unknown augmentation preset '{name}'; choose one of {string.Join(", ", Names)}", nameof(name)),
     };
 
@@ -138,6 +140,20 @@ public static class AugmentationPresets
             GrayscaleProbability = 0.2f,
         };
         return new AugmentationPreset("simclr-cifar", [view, view]);
+    }
+
+    /// <summary>MoCo v1 (He et al. 2020, main_moco.py): crop (0.2, 1), gray p 0.2, jitter (0.4, 0.4, 0.4, 0.4) always, flip; no blur (jitter runs before grayscale here, in the order of the other recipes).</summary>
+    public static AugmentationPreset MocoV1(int size)
+    {
+        var view = new ViewRecipe
+        {
+            Size = size,
+            ScaleMin = 0.2f,
+            Jitter = new ColorJitter(0.4f, 0.4f, 0.4f, 0.4f),
+            JitterProbability = 1f,
+            GrayscaleProbability = 0.2f,
+        };
+        return new AugmentationPreset("mocov1", [view, view]);
     }
 
     /// <summary>MoCo v2 (Chen et al. 2020): crop (0.2, 1), jitter (0.4, 0.4, 0.4, 0.1) p 0.8, gray p 0.2, blur σ ∈ (0.1, 2) p 0.5, flip.</summary>
@@ -191,6 +207,18 @@ public static class AugmentationPresets
         var views = new List<ViewRecipe> { large, large };
         views.AddRange(Enumerable.Repeat(small, smallCrops));
         return new AugmentationPreset("swav", views);
+    }
+
+    /// <summary>
+    /// SwAV's multi-crop for CIFAR-size images: SimCLR's CIFAR colour strength (s = 0.5) and no blur, as
+    /// <see cref="SimClrCifar"/>; the crop scales of <see cref="Swav"/>.
+    /// </summary>
+    public static AugmentationPreset SwavCifar(int size, int smallCrops = 6)
+    {
+        var views = Swav(size, smallCrops).Views
+            .Select(v => v with { Jitter = ColorJitter.SimClr(0.5f), BlurProbability = 0f })
+            .ToList();
+        return new AugmentationPreset("swav-cifar", views);
     }
 
     /// <summary>

@@ -10,11 +10,15 @@ using NativeContrast.Tensors;
 /// One step's augmented views on the backend, grouped by size: group g holds <see cref="ViewCounts"/>[g] views of
 /// <see cref="BatchSize"/> images one after the other, NHWC ([views · N, S, S, C]). SimCLR gets one group of its two
 /// views (2N images forwarded as one batch); SwAV's multi-crop gets its large crops and its small crops.
+/// <see cref="Step"/> is the optimiser step this batch is for (schedules inside a method: frozen prototypes, queues).
 /// </summary>
-public sealed record ViewGroups(IReadOnlyList<Tensor> Groups, IReadOnlyList<int> ViewCounts, int BatchSize);
+public sealed record ViewGroups(IReadOnlyList<Tensor> Groups, IReadOnlyList<int> ViewCounts, int BatchSize, long Step = 0);
 
-/// <summary>What the trainer tells a method when it plans its memory.</summary>
-public sealed record MethodContext(IBackend Backend, ResNet Backbone, AugmentationPreset Preset, int BatchSize, int Channels, ulong Seed);
+/// <summary>
+/// What the trainer tells a method when it plans its memory: the batch shape, the run's length (momentum ramps,
+/// prototype freezing, queue start) and the data set's size (queues are capped by it).
+/// </summary>
+public sealed record MethodContext(IBackend Backend, ResNet Backbone, AugmentationPreset Preset, int BatchSize, int Channels, ulong Seed, int StepsPerEpoch = 1, long TotalSteps = 1, int DatasetImages = int.MaxValue);
 
 /// <summary>
 /// A self-supervised method as a short composition, in the shape of solo-learn's methods: its defaults, its heads, its
@@ -39,6 +43,12 @@ public abstract class Method : IDisposable
 
     /// <summary>The base learning rate per 256 images of the method's recipe for an optimiser (the trainer scales it by batch / 256).</summary>
     public abstract float BaseLearningRate(string optimizer);
+
+    /// <summary>The optimiser of the method's recipe (what "auto" means): solo-learn's LARS for small images, SimCLR's otherwise.</summary>
+    public virtual string DefaultOptimizer(bool smallImages) => smallImages ? "lars-solo" : "lars";
+
+    /// <summary>The weight decay of the method's recipe for an optimiser: 1e-5 with solo-learn's LARS (its CIFAR recipe), else SimCLR's 1e-6.</summary>
+    public virtual float DefaultWeightDecay(string optimizer) => optimizer == "lars-solo" ? 1e-5f : 1e-6f;
 
     /// <summary>Declares the heads into <paramref name="layout"/>, after the backbone.</summary>
     public abstract void Build(ArenaLayout layout, ResNet backbone);
@@ -69,8 +79,19 @@ public abstract class Method : IDisposable
     {
     }
 
-    /// <summary>Buffers the method owns besides the arena (queues, their positions): saved and restored with checkpoints.</summary>
+    /// <summary>
+    /// Tensors the method owns besides the arena (a teacher arena's values, queues): saved and restored with
+    /// checkpoints as "method.{name}".
+    /// </summary>
     public virtual IReadOnlyList<(string Name, Tensor Tensor)> StateTensors => [];
+
+    /// <summary>Host-side counters that go with <see cref="StateTensors"/> (a queue's write position and fill).</summary>
+    public virtual IReadOnlyDictionary<string, long> HostState => new Dictionary<string, long>();
+
+    /// <summary>Restores what <see cref="HostState"/> returned; every key the method needs must be there.</summary>
+    public virtual void RestoreHostState(IReadOnlyDictionary<string, long> state)
+    {
+    }
 
     /// <summary>The method's options as a JSON object, recorded in checkpoints and metrics.</summary>
     public abstract string DescribeOptions();

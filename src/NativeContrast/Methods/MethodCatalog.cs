@@ -1,12 +1,54 @@
 namespace NativeContrast.Methods;
 
+/// <summary>What a user may change of a method's recipe by name (the CLI's options); null keeps the recipe's value.</summary>
+public sealed record MethodSettings
+{
+    /// <summary>Images of 64 px or less: the methods' CIFAR-scale recipes (views, temperatures, learning rates).</summary>
+    public bool SmallImages { get; init; }
+
+    public float? Temperature { get; init; }
+
+    /// <summary>An augmentation preset (see <see cref="Data.AugmentationPresets"/>) instead of the method's.</summary>
+    public string? Augmentations { get; init; }
+
+    /// <summary>MoCo's key queue, SwAV's feature queue (0: none for SwAV).</summary>
+    public int? QueueLength { get; init; }
+
+    /// <summary>m of MoCo's key encoder.</summary>
+    public float? Momentum { get; init; }
+
+    /// <summary>Raise MoCo's m to 1 by a cosine over the run.</summary>
+    public bool MomentumCosine { get; init; }
+
+    /// <summary>MoCo with both views as queries (solo-learn's mocov2plus).</summary>
+    public bool Symmetric { get; init; }
+
+    /// <summary>SwAV's prototypes.</summary>
+    public int? Prototypes { get; init; }
+
+    /// <summary>SwAV's small crops besides the two large ones.</summary>
+    public int? SmallCrops { get; init; }
+
+    /// <summary>The epoch from which SwAV's feature queue fills (it is used once full).</summary>
+    public int? QueueStartEpoch { get; init; }
+
+    /// <summary>Epochs during which SwAV's prototypes stay frozen.</summary>
+    public double? FreezePrototypesEpochs { get; init; }
+
+    /// <summary>The margin of the margin (pairwise) loss.</summary>
+    public float? Margin { get; init; }
+}
+
 /// <summary>Creates a method by the name the CLI and checkpoints use.</summary>
 public static class MethodCatalog
 {
-    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-v2"];
+    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-v2", "moco", "mocov2"];
 
     /// <summary>solo-learn's SimCLR temperature for CIFAR-size images.</summary>
     public const float SmallImageTemperature = 0.2f;
+
+    /// <summary>solo-learn's MoCo momentum for CIFAR-size data sets (0.999 is ImageNet's).</summary>
+    public const float SmallDatasetMomentum = 0.99f;
 
     /// <param name="temperature">Overrides the method's τ when set.</param>
     /// <param name="smallImages">
@@ -14,14 +56,35 @@ public static class MethodCatalog
     /// CIFAR temperature 0.2, which learns several times faster than 0.5 in a short run).
     /// </param>
     /// <param name="augmentations">Overrides the augmentation preset (see <see cref="Data.AugmentationPresets"/>) when set.</param>
-    public static Method Create(string name, float? temperature = null, bool smallImages = false, string? augmentations = null)
+    public static Method Create(string name, float? temperature = null, bool smallImages = false, string? augmentations = null) =>
+        Create(name, new MethodSettings { Temperature = temperature, SmallImages = smallImages, Augmentations = augmentations });
+
+    public static Method Create(string name, MethodSettings settings)
     {
-        augmentations ??= smallImages ? "simclr-cifar" : "simclr";
-        return name.ToLowerInvariant() switch
+        ArgumentNullException.ThrowIfNull(settings);
+        var small = settings.SmallImages;
+        string Views(string large) => settings.Augmentations ?? (small ? "simclr-cifar" : large);
+        switch (name.ToLowerInvariant())
         {
-            "simclr" => new SimClr(SimClrOptions.V1 with { Temperature = temperature ?? (smallImages ? SmallImageTemperature : SimClrOptions.V1.Temperature), Augmentations = augmentations }),
-            "simclr-v2" => new SimClr(SimClrOptions.V2 with { Temperature = temperature ?? (smallImages ? SmallImageTemperature : SimClrOptions.V2.Temperature), Augmentations = augmentations }),
-            _ => throw new ArgumentException($"unknown method '{name}'; choose one of {string.Join(", ", Names)}", nameof(name)),
-        };
+            case "simclr":
+            case "simclr-v2":
+                var simclr = name.Equals("simclr", StringComparison.OrdinalIgnoreCase) ? SimClrOptions.V1 : SimClrOptions.V2;
+                return new SimClr(simclr with { Temperature = settings.Temperature ?? (small ? SmallImageTemperature : simclr.Temperature), Augmentations = Views("simclr") });
+            case "moco":
+            case "mocov2":
+                var moco = name.Equals("moco", StringComparison.OrdinalIgnoreCase) ? MocoOptions.V1 : MocoOptions.V2;
+                return new Moco(moco with
+                {
+                    Temperature = settings.Temperature ?? moco.Temperature,
+                    Augmentations = Views(moco.Augmentations),
+                    QueueLength = settings.QueueLength ?? moco.QueueLength,
+                    Momentum = settings.Momentum ?? (small ? SmallDatasetMomentum : moco.Momentum),
+                    MomentumCosine = settings.MomentumCosine,
+                    Symmetric = settings.Symmetric,
+                    SmallImages = small,
+                });
+            default:
+                throw new ArgumentException($"unknown method '{name}'; choose one of {string.Join(", ", Names)}", nameof(name));
+        }
     }
 }

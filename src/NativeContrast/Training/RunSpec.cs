@@ -88,4 +88,5 @@ public sealed record RunSpec
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(RunSpec))]
 [JsonSerializable(typeof(Dictionary<string, string>))]
+[JsonSerializable(typeof(Dictionary<string, long>))]
 internal sealed partial class TrainingJson : JsonSerializerContext;

@@ -27,6 +27,9 @@ public sealed class Trainer : IDisposable
     public const string EncoderFileName = "encoder.safetensors";
     public const string BackbonePrefix = "backbone.";
 
+    /// <summary>The checkpoint section holding the method's host counters (<see cref="Method.HostState"/>).</summary>
+    public const string MethodStateSection = "method_state";
+
     private readonly IBackend _backend;
     private readonly Method _method;
     private readonly IImageDataset _train;
@@ -72,14 +75,14 @@ public sealed class Trainer : IDisposable
 
         _loader = new ContrastiveLoader(train, preset, new LoaderOptions { BatchSize = options.BatchSize, Seed = options.Seed, Workers = options.Workers, Normalization = stats }, backend);
         (_groups, _groupViews) = AllocateGroups(backend, _loader, preset);
-        method.Prepare(new MethodContext(backend, Backbone, preset, options.BatchSize, train.Shape.Channels, options.Seed));
-
         StepsPerEpoch = _loader.BatchesPerEpoch;
         TotalSteps = (long)StepsPerEpoch * options.Epochs;
+        method.Prepare(new MethodContext(backend, Backbone, preset, options.BatchSize, train.Shape.Channels, options.Seed, StepsPerEpoch, TotalSteps, train.Count));
         var peak = options.LearningRate ?? method.BaseLearningRate(options.Optimizer) * options.BatchSize / 256f;
         var warmupEpochs = options.WarmupEpochs ?? Math.Min(10, options.Epochs / 10.0);
         var warmup = Math.Min(TotalSteps, (long)Math.Round(warmupEpochs * StepsPerEpoch));
-        _optimizer = CreateOptimizer(options, _arena, peak);
+        WeightDecay = options.WeightDecay ?? method.DefaultWeightDecay(options.Optimizer);
+        _optimizer = CreateOptimizer(options, _arena, peak, WeightDecay);
         _optimizer.Schedule = new LearningRateSchedule(peak, TotalSteps, warmup);
         _features = new FeatureExtractor(Backbone, stats, options.EvalBatchSize);
 
@@ -102,12 +105,17 @@ public sealed class Trainer : IDisposable
         };
         Description = $"{method.Name} on {train.Name} ({train.Count} images, {preset.Views[0].Size}px, {preset.Name} views), {arch} ×{backboneOptions.WidthMultiplier.ToString(CultureInfo.InvariantCulture)} " +
             $"{Spec.Stem} stem ({Backbone.FeatureDim}-d features, {_arena.Views.Where(v => v.IsTrainable).Sum(v => v.Length):N0} parameters), batch {options.BatchSize}, {options.Optimizer} lr {peak.ToString("G4", CultureInfo.InvariantCulture)} " +
-            $"(warm-up {warmup} steps, cosine), wd {options.EffectiveWeightDecay.ToString(CultureInfo.InvariantCulture)}, {options.Epochs} epochs × {StepsPerEpoch} steps on {backend.Name}";
+            $"(warm-up {warmup} steps, cosine), wd {WeightDecay.ToString(CultureInfo.InvariantCulture)}, {options.Epochs} epochs × {StepsPerEpoch} steps on {backend.Name}";
     }
 
     public TrainingOptions Options { get; }
 
     public ResNet Backbone { get; }
+
+    public Method Method => _method;
+
+    /// <summary>The weight decay that runs: the options' or the method's recipe's.</summary>
+    public float WeightDecay { get; }
 
     public ParameterArena Arena => _arena;
 
@@ -153,6 +161,23 @@ public sealed class Trainer : IDisposable
         {
             throw new CheckpointException(path, null, $"inconsistent counters: step {state.Step}, optimizer step {_optimizer.StepCount}, epoch {state.Epoch} of {Options.Epochs}");
         }
+        if (state.Sections.TryGetValue(MethodStateSection, out var methodJson))
+        {
+            var counters = JsonSerializer.Deserialize(methodJson, TrainingJson.Default.DictionaryStringInt64)
+                ?? throw new CheckpointException(path, null, $"the {MethodStateSection} section is empty");
+            try
+            {
+                _method.RestoreHostState(counters);
+            }
+            catch (Exception e) when (e is KeyNotFoundException or ArgumentException)
+            {
+                throw new CheckpointException(path, null, $"the {MethodStateSection} section does not fit {_method.Name}: {e.Message}", e);
+            }
+        }
+        else if (_method.HostState.Count > 0)
+        {
+            throw new CheckpointException(path, null, $"the checkpoint has no {MethodStateSection} section, which {_method.Name} needs ({string.Join(", ", _method.HostState.Keys)})");
+        }
         _step = state.Step;
         _epoch = state.Epoch;
         _batchInEpoch = checked((int)state.BatchInEpoch);
@@ -182,7 +207,7 @@ public sealed class Trainer : IDisposable
             {
                 CopyViews(batch);
                 _optimizer.ZeroGradients();
-                var stats = ContrastiveStats.Read(_backend, _method.TrainingStep(new ViewGroups(_groups, _groupViews, batch.Count)));
+                var stats = ContrastiveStats.Read(_backend, _method.TrainingStep(new ViewGroups(_groups, _groupViews, batch.Count, _step)));
                 if (!float.IsFinite(stats.Loss))
                 {
                     throw new NonFiniteLossException(_step, _epoch, stats.Loss, lastCheckpoint);
@@ -269,6 +294,7 @@ public sealed class Trainer : IDisposable
                 [RunSpec.SectionName] = Spec.ToJson(),
                 ["optimizer"] = optimizer,
                 ["method"] = _method.DescribeOptions(),
+                [MethodStateSection] = JsonSerializer.Serialize(new Dictionary<string, long>(_method.HostState), TrainingJson.Default.DictionaryStringInt64),
             },
         };
         TrainingCheckpoint.Save(path, _arena, state, SpecMetadata(), _method.StateTensors);
@@ -364,11 +390,11 @@ public sealed class Trainer : IDisposable
         return ([.. groups], [.. counts]);
     }
 
-    private static Optimizer CreateOptimizer(TrainingOptions options, ParameterArena arena, float learningRate) => options.Optimizer switch
+    private static Optimizer CreateOptimizer(TrainingOptions options, ParameterArena arena, float learningRate, float weightDecay) => options.Optimizer switch
     {
-        "sgd" => new Sgd(arena, learningRate, options.Momentum, options.EffectiveWeightDecay),
-        "adamw" => new AdamW(arena, learningRate, weightDecay: options.EffectiveWeightDecay),
-        "lars-solo" => new Lars(arena, learningRate, options.Momentum, options.EffectiveWeightDecay, trustCoefficient: 0.02f, variant: LarsVariant.SoloLearn) { ClipLearningRate = true },
-        _ => new Lars(arena, learningRate, options.Momentum, options.EffectiveWeightDecay),
+        "sgd" => new Sgd(arena, learningRate, options.Momentum, weightDecay),
+        "adamw" => new AdamW(arena, learningRate, weightDecay: weightDecay),
+        "lars-solo" => new Lars(arena, learningRate, options.Momentum, weightDecay, trustCoefficient: 0.02f, variant: LarsVariant.SoloLearn) { ClipLearningRate = true },
+        _ => new Lars(arena, learningRate, options.Momentum, weightDecay),
     };
 }

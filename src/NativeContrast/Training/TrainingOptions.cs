@@ -22,11 +22,8 @@ public sealed record TrainingOptions
     /// <summary>The peak learning rate; null: the method's base rate × batch / 256.</summary>
     public float? LearningRate { get; init; }
 
-    /// <summary>Weight decay (not on biases and BatchNorm parameters); null: the optimiser recipe's, see <see cref="EffectiveWeightDecay"/>.</summary>
+    /// <summary>Weight decay (not on biases and BatchNorm parameters); null: the method's recipe for the optimiser (<see cref="Methods.Method.DefaultWeightDecay"/>).</summary>
     public float? WeightDecay { get; init; }
-
-    /// <summary>The decay that runs: <see cref="WeightDecay"/>, else 1e-5 for solo-learn's LARS (its CIFAR recipe) and 1e-6 (SimCLR's) otherwise.</summary>
-    public float EffectiveWeightDecay => WeightDecay ?? (Optimizer == "lars-solo" ? 1e-5f : 1e-6f);
 
     public float Momentum { get; init; } = 0.9f;
 
@@ -84,7 +81,7 @@ public sealed record TrainingOptions
         {
             throw new ArgumentOutOfRangeException("--lr", $"--lr is {lr}; it must be finite and positive");
         }
-        if (!(EffectiveWeightDecay >= 0) || !(KnnTemperature > 0) || WarmupEpochs is < 0 || KnnEveryEpochs < 0 || CheckpointEveryEpochs < 0 || KnnBankImages is <= 0)
+        if (WeightDecay is { } wd && !(wd >= 0) || !(KnnTemperature > 0) || WarmupEpochs is < 0 || KnnEveryEpochs < 0 || CheckpointEveryEpochs < 0 || KnnBankImages is <= 0)
         {
             throw new ArgumentOutOfRangeException(nameof(TrainingOptions), "weight decay, warm-up and cadences must be >= 0, the kNN temperature and bank size > 0");
         }
