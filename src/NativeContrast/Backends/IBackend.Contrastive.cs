@@ -56,6 +56,28 @@ public partial interface IBackend
     /// </summary>
     void InfoNce(Tensor q, Tensor k, KeyQueue queue, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f);
 
+    /// <summary>Floats of workspace that <see cref="MarginLoss"/> needs for u [rows, dim].</summary>
+    long MarginLossWorkspaceLength(int rows, int dim);
+
+    /// <summary>
+    /// The margin (pairwise) contrastive loss of Hadsell, Chopra and LeCun (2006) over u [R, dim], R = 2N, whose rows
+    /// are already L2-normalised (normalise with <see cref="L2NormalizeRows"/>, back-propagate du with
+    /// <see cref="L2NormalizeRowsBackward"/>; the op takes the rows as given and does not check their norms); rows i and
+    /// p(i) = (i + N) mod R are the two views of one sample. The workspace holds <see cref="MarginLossWorkspaceLength"/>
+    /// floats. With
+    /// c_ij = u_i·u_j and d_ij = sqrt(max(2 − 2c_ij, 1e-12)), the Euclidean distance of unit vectors:
+    /// <code>
+    /// loss = (1/R) Σ_i [ ½d²_{i,p(i)} + (1/(R − 2)) Σ_{j ∉ {i, p(i)}} ½max(0, margin − d_ij)² ],  ½d²_{i,p(i)} = 1 − c_{i,p(i)}
+    /// ∂loss/∂u_i = −(2/R)·u_{p(i)} + (2/(R(R − 2))) Σ_{j ∉ {i, p(i)}, d_ij &lt; margin} ((margin − d_ij)/d_ij)·u_j
+    /// </code>
+    /// Each pair appears in both of its rows' sums, hence the factors 2. With R = 2 there are no negatives and their
+    /// term is 0. Where the clamp is active (2 − 2c_ij &lt; 1e-12) d_ij is constant, so that pair adds no gradient.
+    /// stats ← [mean loss, mean positive cosine, top-1 accuracy], a row scoring a hit when no other row is more similar
+    /// to it than p(i) (ties count as hits); when <paramref name="du"/> is given it receives gradScale · ∂loss/∂u, in
+    /// the same sweep. du must not overlap u: each row's gradient reads every other row of u.
+    /// </summary>
+    void MarginLoss(Tensor u, float margin, Tensor workspace, Tensor stats, Tensor? du, float gradScale = 1f);
+
     // Glue for the unfused compositions (Losses/Unfused*.cs): each is one small kernel or loop.
 
     /// <summary>logits[i, i] ← −∞ (removes self-similarity from a softmax).</summary>
@@ -143,6 +165,22 @@ internal static class ContrastiveCheck
         return (q.Rows, q.Cols);
     }
 
+    public static (int Rows, int Dim) Margin(Tensor u, float margin, Tensor? du)
+    {
+        Margin(margin);
+        var (rows, dim) = (u.Rows, u.Cols);
+        if (u.Shape.Rank != 2 || rows < 2 || rows % 2 != 0 || dim < 1)
+        {
+            throw new ArgumentException($"{u.Describe()}: the margin loss needs a [2N, dim] matrix with N >= 1 (views a then b)");
+        }
+        if (du is not null)
+        {
+            Check.SameShape(u, du);
+            Check.Disjoint(du, u, "the margin loss reads every row of u while it writes du");
+        }
+        return (rows, dim);
+    }
+
     public static void Workspace(Tensor workspace, long needed)
     {
         if (workspace.Length < needed)
@@ -192,6 +230,14 @@ internal static class ContrastiveCheck
         if (logits.Rows < 1 || logits.Cols < 1)
         {
             throw new ArgumentException($"{logits.Describe()}: empty logits");
+        }
+    }
+
+    public static void Margin(float margin)
+    {
+        if (!(margin > 0f) || !float.IsFinite(margin))
+        {
+            throw new ArgumentOutOfRangeException(nameof(margin), margin, "the margin must be a positive finite number");
         }
     }
 

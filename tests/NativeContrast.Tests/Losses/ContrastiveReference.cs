@@ -107,6 +107,66 @@ public static class ContrastiveReference
         return new Result(loss / batch, positive / batch, top1 / batch, NormalizeBackward(qn, qNorms, gn, batch, dim));
     }
 
+    /// <summary>
+    /// The margin loss of Hadsell et al. over rows u [rows, dim] taken as given (the op's input is already normalised),
+    /// with ∂loss/∂u: loss = (1/R) Σ_i [(1 − c_ip) + (1/(R − 2)) Σ_{j ∉ {i, p}} ½max(0, m − d_ij)²],
+    /// d_ij = sqrt(max(2 − 2c_ij, 1e-12)); the gradient is taken term by term, both orderings of every pair.
+    /// </summary>
+    public static Result Margin(double[] u, int rows, int dim, double margin, double gradScale = 1)
+    {
+        var negatives = rows - 2;
+        double loss = 0, positive = 0, top1 = 0;
+        var gradient = new double[rows * dim];
+        void Add(int row, int other, double weight)
+        {
+            for (var f = 0; f < dim; f++)
+            {
+                gradient[(row * dim) + f] += gradScale * weight * u[(other * dim) + f];
+            }
+        }
+        for (var i = 0; i < rows; i++)
+        {
+            var p = Partner(i, rows);
+            var cp = Dot(u, i, u, p, dim);
+            loss += 1 - cp;
+            positive += cp;
+            // d(1 − c_ip)/du_i = −u_p and d(1 − c_ip)/du_p = −u_i, each over R.
+            Add(i, p, -1.0 / rows);
+            Add(p, i, -1.0 / rows);
+            var others = double.NegativeInfinity;
+            for (var j = 0; j < rows; j++)
+            {
+                if (j == i || j == p)
+                {
+                    continue;
+                }
+                var c = Dot(u, i, u, j, dim);
+                others = Math.Max(others, c);
+                var squared = 2 - (2 * c);
+                var d = Math.Sqrt(Math.Max(squared, 1e-12));
+                if (d >= margin)
+                {
+                    continue;
+                }
+                loss += 0.5 * (margin - d) * (margin - d) / negatives;
+                // ∂(½(m − d)²)/∂c = (m − d)/d while the clamp is inactive; ∂c/∂u_i = u_j, ∂c/∂u_j = u_i.
+                var weight = squared < 1e-12 ? 0 : (margin - d) / d / (rows * (double)negatives);
+                Add(i, j, weight);
+                Add(j, i, weight);
+            }
+            top1 += cp >= others ? 1 : 0;
+        }
+        return new Result(loss / rows, positive / rows, top1 / rows, gradient);
+    }
+
+    /// <summary><see cref="Margin"/> of the normalised rows of z, with the gradient mapped back to z.</summary>
+    public static Result MarginOfNormalized(double[] z, int rows, int dim, double margin)
+    {
+        var (u, norms) = Normalize(z, rows, dim);
+        var result = Margin(u, rows, dim, margin);
+        return result with { Gradient = NormalizeBackward(u, norms, result.Gradient, rows, dim) };
+    }
+
     public static double[] ToDouble(float[] values) => Array.ConvertAll(values, v => (double)v);
 
     public static float[] ToFloat(double[] values) => Array.ConvertAll(values, v => (float)v);
