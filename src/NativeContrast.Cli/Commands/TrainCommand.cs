@@ -70,12 +70,13 @@ public static class TrainCommand
         var smallCrops = new Option<int?>("--small-crops") { Description = "SwAV: small crops besides the two large ones (default 6)." };
         var queueStart = new Option<int?>("--queue-start-epoch") { Description = "SwAV: the epoch from which the feature queue fills (default 0); it is used once full." };
         var freezePrototypes = new Option<double?>("--freeze-prototypes-epochs") { Description = "SwAV: epochs during which the prototypes stay frozen (default 1)." };
+        var cropScale = new Option<float?>("--crop-scale") { Description = "Smallest area fraction of the large random crops (default: the views' recipe, 0.08 for SimCLR, 0.2 for MoCo, 0.14 for SwAV)." };
         var margin = new Option<float?>("--margin") { Description = "margin: distance beyond which negatives are not pushed (unit vectors; default 1)." };
         var command = new Command("train", "Train an encoder without labels (SimCLR, MoCo), with a kNN monitor, checkpoints and metrics.")
         {
             method, backbone, width, stem, dataset, dataDir, imageSize, trainImages, epochs, batch, lr, optimizer, weightDecay, warmup, views, temperature,
             device, precision, output, seed, resume, knnEvery, knnBank, workers,
-            queue, momentum, momentumCosine, symmetric, prototypes, smallCrops, queueStart, freezePrototypes, margin,
+            queue, momentum, momentumCosine, symmetric, prototypes, smallCrops, queueStart, freezePrototypes, margin, cropScale,
         };
         command.SetAction(parse => Run(
             new Request(
@@ -84,7 +85,7 @@ public static class TrainCommand
                 parse.GetRequiredValue(epochs), parse.GetRequiredValue(batch), parse.GetValue(lr), parse.GetRequiredValue(optimizer),
                 parse.GetValue(weightDecay), parse.GetValue(warmup), parse.GetValue(views), parse.GetValue(temperature), parse.GetRequiredValue(device),
                 parse.GetRequiredValue(precision), parse.GetValue(output), parse.GetRequiredValue(seed), parse.GetValue(resume),
-                parse.GetRequiredValue(knnEvery), parse.GetValue(knnBank), parse.GetRequiredValue(workers),
+                parse.GetRequiredValue(knnEvery), parse.GetValue(knnBank), parse.GetRequiredValue(workers), parse.GetValue(cropScale),
                 new MethodSettings
                 {
                     Temperature = parse.GetValue(temperature),
@@ -118,7 +119,7 @@ public static class TrainCommand
     private sealed record Request(
         string Method, string Backbone, double Width, string Stem, string Dataset, string? DataDir, int? ImageSize, int? TrainImages,
         int Epochs, int Batch, float? Lr, string Optimizer, float? WeightDecay, double? WarmupEpochs, string? Views, float? Temperature, string Device,
-        string Precision, string? Out, ulong Seed, string? Resume, int KnnEvery, int? KnnBank, int Workers, MethodSettings Settings);
+        string Precision, string? Out, ulong Seed, string? Resume, int KnnEvery, int? KnnBank, int Workers, float? CropScale, MethodSettings Settings);
 
     private static int Run(Request request, TextWriter output, TextWriter error)
     {
@@ -179,6 +180,7 @@ public static class TrainCommand
                 OutputDirectory = outputDirectory,
                 KnnEveryEpochs = request.KnnEvery,
                 KnnBankImages = request.KnnBank,
+                CropScaleMin = request.CropScale,
             };
             using var trainer = new Trainer(backend, method, request.Backbone, backboneOptions, train, test, options, request.Dataset);
             if (request.Resume is { } resume)

@@ -51,7 +51,7 @@ public sealed class ProgressReporter(IAnsiConsole console, bool live) : ITrainin
     public void StepCompleted(StepMetrics m)
     {
         var epochs = _start?.Epochs ?? 0;
-        var text = string.Create(CultureInfo.InvariantCulture, $"epoch {m.Epoch + 1}/{epochs}  loss {m.Loss:F4}  top-1 {100 * m.Top1:F1}%  lr {m.LearningRate:G3}  {m.ImagesPerSecond:F0} img/s");
+        var text = string.Create(CultureInfo.InvariantCulture, $"epoch {m.Epoch + 1}/{epochs}  loss {m.Loss:F4}{(float.IsNaN(m.Top1) ? "" : $"  top-1 {100 * m.Top1:F1}%")}  lr {m.LearningRate:G3}  {m.ImagesPerSecond:F0} img/s");
         if (_task is not null)
         {
             _task.Description = Markup.Escape(text);

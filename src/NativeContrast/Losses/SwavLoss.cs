@@ -4,7 +4,7 @@ using NativeContrast.Backends;
 using NativeContrast.Tensors;
 
 /// <summary>
-/// SwAV's multi-crop swapped-prediction loss (main_swav.py, without the feature queue). For every assignment crop c
+/// SwAV's multi-crop swapped-prediction loss (main_swav.py; the feature queue through the queued scores). For every assignment crop c
 /// the codes q_c = Sinkhorn(scores of crop c) are constants; every other crop v predicts them:
 /// loss = 1/|assign| Σ_c 1/(V−1) Σ_{v≠c} mean_b −Σ_k q_c[b,k]·log softmax(scores_v[b,:]/τ)[k].
 /// Owns its codes, per-sample and Sinkhorn buffers (grow-only), so repeated calls of one size allocate no device memory.
@@ -15,6 +15,8 @@ public sealed class SwavLoss : IDisposable
     private readonly SinkhornKnopp _sinkhorn;
     private readonly int[] _assignmentCrops;
     private Tensor? _perSample;
+    private Tensor? _joinedScores;
+    private Tensor? _joinedCodes;
     private bool[] _gradientWritten = [];
 
     /// <param name="backend">Where scores, codes and gradients live.</param>
@@ -50,7 +52,14 @@ public sealed class SwavLoss : IDisposable
     /// loss[0] ← SwAV loss of <paramref name="scores"/> [crops·batch, K] (crop-major: rows [v·batch, (v+1)·batch) are
     /// crop v's prototype scores); <paramref name="scoresGradient"/> (same shape), when given, ← ∂loss/∂scores.
     /// </summary>
-    public void Compute(Tensor scores, int crops, Tensor loss, Tensor? scoresGradient)
+    public void Compute(Tensor scores, int crops, Tensor loss, Tensor? scoresGradient) => Compute(scores, crops, loss, scoresGradient, null);
+
+    /// <summary>
+    /// As <see cref="Compute(Tensor, int, Tensor, Tensor?)"/>, with SwAV's feature queue: the codes of assignment crop i
+    /// come from Sinkhorn over [queuedScores[i]; the crop's scores] (the queued features' scores against the current
+    /// prototypes, [Q, K]), of which the batch's rows are kept. The queue only widens the equipartition; it is not predicted.
+    /// </summary>
+    public void Compute(Tensor scores, int crops, Tensor loss, Tensor? scoresGradient, IReadOnlyList<Tensor>? queuedScores)
     {
         if (crops < 2 || scores.Shape.Rank != 2 || scores.Rows % crops != 0)
         {
@@ -63,9 +72,29 @@ public sealed class SwavLoss : IDisposable
         int batch = scores.Rows / crops, prototypes = scores.Cols;
         EnsureBuffers(batch, prototypes, crops);
         var codes = Codes!;
+        if (queuedScores is not null && queuedScores.Count != _assignmentCrops.Length)
+        {
+            throw new ArgumentException($"{queuedScores.Count} queued score matrices for {_assignmentCrops.Length} assignment crops", nameof(queuedScores));
+        }
         for (var i = 0; i < _assignmentCrops.Length; i++)
         {
-            _sinkhorn.Compute(scores.SliceRows(_assignmentCrops[i] * batch, batch), codes.SliceRows(i, 1).Reshape(batch, prototypes));
+            var cropScores = scores.SliceRows(_assignmentCrops[i] * batch, batch);
+            var cropCodes = codes.SliceRows(i, 1).Reshape(batch, prototypes);
+            if (queuedScores is null)
+            {
+                _sinkhorn.Compute(cropScores, cropCodes);
+                continue;
+            }
+            var queued = queuedScores[i];
+            if (queued.Shape.Rank != 2 || queued.Cols != prototypes)
+            {
+                throw new ArgumentException($"{queued.Describe()}: queued scores must be [queue, {prototypes}]", nameof(queuedScores));
+            }
+            var (joined, joinedCodes) = JoinedBuffers(queued.Rows + batch, prototypes);
+            _backend.Copy(queued, joined.SliceRows(0, queued.Rows));
+            _backend.Copy(cropScores, joined.SliceRows(queued.Rows, batch));
+            _sinkhorn.Compute(joined, joinedCodes);
+            _backend.Copy(joinedCodes.SliceRows(queued.Rows, batch), cropCodes);
         }
         Array.Clear(_gradientWritten);
         var weight = 1f / ((crops - 1) * _assignmentCrops.Length);
@@ -100,6 +129,19 @@ public sealed class SwavLoss : IDisposable
         }
     }
 
+    private (Tensor Scores, Tensor Codes) JoinedBuffers(int rows, int prototypes)
+    {
+        var shape = new TensorShape(rows, prototypes);
+        if (_joinedScores is null || _joinedScores.Shape != shape)
+        {
+            _joinedScores?.Dispose();
+            _joinedCodes?.Dispose();
+            _joinedScores = _backend.Allocate(shape, "swav queue + batch scores");
+            _joinedCodes = _backend.Allocate(shape, "swav queue + batch codes");
+        }
+        return (_joinedScores, _joinedCodes!);
+    }
+
     private void EnsureBuffers(int batch, int prototypes, int crops)
     {
         if (Codes is null || Codes.Shape != new TensorShape(_assignmentCrops.Length, batch, prototypes))
@@ -121,6 +163,10 @@ public sealed class SwavLoss : IDisposable
         Codes?.Dispose();
         _perSample?.Dispose();
         _perSample = null;
+        _joinedScores?.Dispose();
+        _joinedCodes?.Dispose();
+        _joinedScores = null;
+        _joinedCodes = null;
         Codes = null;
     }
 }

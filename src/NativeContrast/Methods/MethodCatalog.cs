@@ -42,7 +42,7 @@ public sealed record MethodSettings
 /// <summary>Creates a method by the name the CLI and checkpoints use.</summary>
 public static class MethodCatalog
 {
-    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-v2", "moco", "mocov2"];
+    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-v2", "moco", "mocov2", "swav", "margin"];
 
     /// <summary>solo-learn's SimCLR temperature for CIFAR-size images.</summary>
     public const float SmallImageTemperature = 0.2f;
@@ -83,6 +83,20 @@ public static class MethodCatalog
                     Symmetric = settings.Symmetric,
                     SmallImages = small,
                 });
+            case "swav":
+                var swav = new SwavOptions();
+                return new Swav(swav with
+                {
+                    Temperature = settings.Temperature ?? swav.Temperature,
+                    Augmentations = settings.Augmentations ?? (small ? "swav-cifar" : swav.Augmentations),
+                    Prototypes = settings.Prototypes ?? swav.Prototypes,
+                    SmallCrops = settings.SmallCrops ?? swav.SmallCrops,
+                    QueueLength = settings.QueueLength ?? swav.QueueLength,
+                    QueueStartEpoch = settings.QueueStartEpoch ?? swav.QueueStartEpoch,
+                    FreezePrototypesEpochs = settings.FreezePrototypesEpochs ?? swav.FreezePrototypesEpochs,
+                });
+            case "margin":
+                return new MarginContrastive(new MarginOptions { Margin = settings.Margin ?? 1f, Augmentations = Views("simclr") });
             default:
                 throw new ArgumentException($"unknown method '{name}'; choose one of {string.Join(", ", Names)}", nameof(name));
         }

@@ -90,8 +90,13 @@ public sealed class MetricsLog : IDisposable
         return root.GetProperty("type").GetString() == "step" ? step < resumeStep : step <= resumeStep;
     }
 
+    /// <summary>A finite value as a number, infinities as strings; NaN (a statistic the method does not have, such as SwAV's top-1) is left out.</summary>
     private static void WriteFloat(Utf8JsonWriter json, string name, float value)
     {
+        if (float.IsNaN(value))
+        {
+            return;
+        }
         if (float.IsFinite(value))
         {
             json.WriteNumber(name, value);

@@ -63,6 +63,11 @@ public sealed class Trainer : IDisposable
         var stats = train.Stats;
         var imageSize = Math.Min(train.Shape.Height, train.Shape.Width);
         var preset = method.Augmentations(AugmentationPresets.CropSizeFor(train.Shape));
+        if (options.CropScaleMin is { } scaleMin)
+        {
+            // The large crops only (those that may cover the whole image); SwAV's small crops keep their range.
+            preset = preset with { Name = $"{preset.Name}, crop scale from {scaleMin.ToString(CultureInfo.InvariantCulture)}", Views = [.. preset.Views.Select(v => v.ScaleMax >= 1f ? v with { ScaleMin = scaleMin } : v)] };
+        }
 
         var layout = new ArenaLayout();
         Backbone = new ResNet(layout, backboneOptions with { InputChannels = train.Shape.Channels }, "backbone");

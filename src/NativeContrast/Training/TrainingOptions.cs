@@ -30,6 +30,9 @@ public sealed record TrainingOptions
     /// <summary>Epochs of linear warm-up; null: 10 (SimCLR's), at most a tenth of the run.</summary>
     public double? WarmupEpochs { get; init; }
 
+    /// <summary>The smallest area fraction of the large random crops, instead of the method's preset (0.08 for SimCLR); null keeps the preset's.</summary>
+    public float? CropScaleMin { get; init; }
+
     /// <summary>Seeds the initialisation, the shuffles and every augmentation.</summary>
     public ulong Seed { get; init; }
 
@@ -76,6 +79,10 @@ public sealed record TrainingOptions
         if (!Optimizers.Contains(Optimizer))
         {
             throw new ArgumentException($"optimizer '{Optimizer}' is not one of {string.Join(", ", Optimizers)}", "--optimizer");
+        }
+        if (CropScaleMin is { } crop && !(crop > 0f && crop <= 1f))
+        {
+            throw new ArgumentOutOfRangeException("--crop-scale", $"--crop-scale is {crop}; it must be in (0, 1]");
         }
         if (LearningRate is { } lr && (!(lr > 0) || !float.IsFinite(lr)))
         {
