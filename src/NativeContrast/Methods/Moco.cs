@@ -75,15 +75,9 @@ public sealed class Moco(MocoOptions? options = null) : Method
 {
     private MlpHead? _projector;
     private Sequential? _student;
-    private ArenaLayout? _teacherLayout;
-    private ResNet? _teacherBackbone;
-    private MlpHead? _teacherProjector;
-    private Sequential? _teacher;
+    private MomentumEncoder? _teacher;
     private ParameterArena? _studentArena;
-    private ParameterArena? _teacherArena;
-    private Ema? _ema;
     private Plan? _queryPlan;
-    private Plan? _keyPlan;
     private InfoNceLoss? _loss;
     private Tensor? _queryGradient;
     private Tensor? _swappedKeys;
@@ -93,14 +87,14 @@ public sealed class Moco(MocoOptions? options = null) : Method
     public override string Name => Options.Version == 1 ? "moco" : "mocov2";
 
     /// <summary>The key encoder's arena (backbone and head under the query encoder's names).</summary>
-    public ParameterArena TeacherArena => _teacherArena ?? throw new InvalidOperationException("MoCo is not bound yet");
+    public ParameterArena TeacherArena => _teacher?.Arena ?? throw new InvalidOperationException("MoCo is not built yet");
 
     public InfoNceLoss Loss => _loss ?? throw new InvalidOperationException("MoCo is not prepared yet");
 
-    public override Ema? Teacher => _ema;
+    public override Ema? Teacher => _teacher?.Ema;
 
     /// <summary>The key encoder's output of the last step (before normalisation), as it was enqueued.</summary>
-    public Tensor LastKeys => _keyPlan?.Output ?? throw new InvalidOperationException("MoCo is not prepared yet");
+    public Tensor LastKeys => _teacher?.Output ?? throw new InvalidOperationException("MoCo is not built yet");
 
     public override string DefaultOptimizer(bool smallImages) => "sgd";
 
@@ -123,26 +117,21 @@ public sealed class Moco(MocoOptions? options = null) : Method
         var head = new MlpHeadOptions(backbone.FeatureDim, Options.HiddenDim ?? backbone.FeatureDim, Options.OutputDim) { Layers = Options.ProjectorLayers };
         _projector = new MlpHead(layout, head);
         _student = new Sequential(backbone, _projector);
-        // The key encoder is declared the same way into its own layout, so the two arenas match view for view.
-        _teacherLayout = new ArenaLayout();
-        _teacherBackbone = new ResNet(_teacherLayout, backbone.Options, backbone.Name);
-        _teacherProjector = new MlpHead(_teacherLayout, head);
-        _teacher = new Sequential(_teacherBackbone, _teacherProjector);
+        _teacher = new MomentumEncoder(backbone, head);
     }
 
     public override void Bind(ParameterArena arena)
     {
         _student!.Bind(arena);
         _studentArena = arena;
-        _teacherArena = new ParameterArena(arena.Backend, _teacherLayout!, optimizerStateSlots: 0);
-        _teacher!.Bind(_teacherArena);
+        _teacher!.Bind(arena);
     }
 
     /// <summary>The head from the seed, then the key encoder as a copy of the whole query encoder (MoCo's start).</summary>
     public override void Initialize(ulong seed)
     {
         _projector!.Initialize(seed);
-        TeacherArena.Backend.Copy(_studentArena!.Values, TeacherArena.Values);
+        _teacher!.CopyStudent();
     }
 
     public override void Prepare(MethodContext context)
@@ -151,9 +140,8 @@ public sealed class Moco(MocoOptions? options = null) : Method
         var rows = Options.Symmetric ? 2 * context.BatchSize : context.BatchSize;
         var shape = new TensorShape(rows, size, size, context.Channels);
         var queue = Math.Min(Options.QueueLength, context.DatasetImages);
-        _ema = new Ema(TeacherArena, _studentArena!, Options.Momentum, Options.MomentumCosine ? context.TotalSteps : 0);
+        _teacher!.Prepare(shape, Options.Momentum, Options.MomentumCosine ? context.TotalSteps : 0);
         _queryPlan = _student!.Plan(shape);
-        _keyPlan = _teacher!.Plan(shape);
         _loss = new InfoNceLoss(context.Backend, rows, Options.OutputDim, queue, Options.Temperature, Options.Precision);
         _loss.InitializeQueue(context.Seed ^ 0x6D6F636FUL);
         _queryGradient = context.Backend.Allocate(new TensorShape(rows, Options.OutputDim), "moco dq");
@@ -162,7 +150,7 @@ public sealed class Moco(MocoOptions? options = null) : Method
 
     public override Tensor TrainingStep(ViewGroups views)
     {
-        if (_queryPlan is null || _keyPlan is null || _loss is null || _queryGradient is null)
+        if (_queryPlan is null || _teacher is null || _loss is null || _queryGradient is null)
         {
             throw new InvalidOperationException("MoCo.TrainingStep before Prepare");
         }
@@ -171,7 +159,7 @@ public sealed class Moco(MocoOptions? options = null) : Method
         var queries = Options.Symmetric ? pair : pair.SliceRows(0, n);
         var keyImages = Options.Symmetric ? pair : pair.SliceRows(n, n);
         var q = _queryPlan.Forward(queries, training: true);
-        var k = _keyPlan.Forward(keyImages, training: true);
+        var k = _teacher.Forward(keyImages);
         var positives = k;
         if (_swappedKeys is { } swapped)
         {
@@ -189,7 +177,7 @@ public sealed class Moco(MocoOptions? options = null) : Method
 
     public override IReadOnlyList<(string Name, Tensor Tensor)> StateTensors =>
     [
-        .. TeacherArena.Views.Select(v => ("teacher." + v.Name, TeacherArena.Value(v))),
+        .. _teacher!.StateTensors,
         ("queue", Loss.Queue.Keys),
     ];
 
@@ -213,13 +201,10 @@ public sealed class Moco(MocoOptions? options = null) : Method
     {
         // The backbone belongs to the trainer; the key encoder, its arena and the method's plans are released here.
         _queryPlan?.Dispose();
-        _keyPlan?.Dispose();
         _loss?.Dispose();
         _queryGradient?.Dispose();
         _swappedKeys?.Dispose();
         _projector?.Dispose();
-        _teacherBackbone?.Dispose();
-        _teacherProjector?.Dispose();
-        _teacherArena?.Dispose();
+        _teacher?.Dispose();
     }
 }

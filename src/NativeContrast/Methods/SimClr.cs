@@ -5,6 +5,7 @@ using NativeContrast.Backends;
 using NativeContrast.Data;
 using NativeContrast.Losses;
 using NativeContrast.Nn;
+using NativeContrast.Optim;
 using NativeContrast.Tensors;
 
 /// <summary>
@@ -32,6 +33,16 @@ public sealed record SimClrOptions
     /// <summary>The augmentation preset (see <see cref="AugmentationPresets"/>): "simclr", or "simclr-cifar" for small images.</summary>
     public string Augmentations { get; init; } = "simclr";
 
+    /// <summary>
+    /// SimCLR v2's memory (its appendix, after MoCo): keys of a momentum encoder queued as extra negatives, 0 for
+    /// none. The queue runs on the fused InfoNCE beside NT-Xent: loss = ½ (NT-Xent over the batch + InfoNCE of each
+    /// view against the momentum key of the other view and the queue). At most the data set's size.
+    /// </summary>
+    public int QueueLength { get; init; }
+
+    /// <summary>m of the momentum encoder behind the queue.</summary>
+    public float Momentum { get; init; } = 0.999f;
+
     public static SimClrOptions V1 => new();
 
     public static SimClrOptions V2 => new() { ProjectorLayers = 3, ProjectorBatchNorm = true };
@@ -54,6 +65,11 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
     private Plan? _plan;
     private NtXentLoss? _loss;
     private Tensor? _projectionGradient;
+    private MomentumEncoder? _teacher;
+    private InfoNceLoss? _queueLoss;
+    private Tensor? _queueGradient;
+    private Tensor? _swappedKeys;
+    private Tensor? _stats;
 
     public SimClrOptions Options { get; } = options ?? SimClrOptions.V1;
 
@@ -66,6 +82,11 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
         "adamw" => 1e-3f,
         _ => 0.3f,
     };
+
+    public override Ema? Teacher => _teacher?.Ema;
+
+    /// <summary>The momentum keys' loss and queue; null without <see cref="SimClrOptions.QueueLength"/>.</summary>
+    public InfoNceLoss? QueueLoss => _queueLoss;
 
     public MlpHead Projector => _projector ?? throw new InvalidOperationException("SimCLR is not built yet");
 
@@ -81,12 +102,21 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
             OutputBatchNorm = Options.ProjectorBatchNorm,
         });
         _model = new Sequential(backbone, _projector);
+        _teacher = Options.QueueLength > 0 ? new MomentumEncoder(backbone, _projector.Options) : null;
     }
 
     /// <summary>Binds backbone + projector as one chain (the backbone's binding is idempotent).</summary>
-    public override void Bind(ParameterArena arena) => _model!.Bind(arena);
+    public override void Bind(ParameterArena arena)
+    {
+        _model!.Bind(arena);
+        _teacher?.Bind(arena);
+    }
 
-    public override void Initialize(ulong seed) => Projector.Initialize(seed);
+    public override void Initialize(ulong seed)
+    {
+        Projector.Initialize(seed);
+        _teacher?.CopyStudent();
+    }
 
     public override void Prepare(MethodContext context)
     {
@@ -95,6 +125,16 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
         _plan = _model!.Plan(new TensorShape(rows, size, size, context.Channels));
         _loss = new NtXentLoss(context.Backend, rows, Options.OutputDim, Options.Temperature, Options.Precision);
         _projectionGradient = context.Backend.Allocate(new TensorShape(rows, Options.OutputDim), "simclr dz");
+        if (_teacher is not null)
+        {
+            var backend = context.Backend;
+            _teacher.Prepare(new TensorShape(rows, size, size, context.Channels), Options.Momentum, 0);
+            _queueLoss = new InfoNceLoss(backend, rows, Options.OutputDim, Math.Min(Options.QueueLength, context.DatasetImages), Options.Temperature, Options.Precision);
+            _queueLoss.InitializeQueue(context.Seed ^ 0x73696D63UL);
+            _queueGradient = backend.Allocate(new TensorShape(rows, Options.OutputDim), "simclr queue dz");
+            _swappedKeys = backend.Allocate(new TensorShape(rows, Options.OutputDim), "simclr swapped keys");
+            _stats = backend.Allocate(new TensorShape(3), "simclr stats");
+        }
     }
 
     public override Tensor TrainingStep(ViewGroups views)
@@ -105,14 +145,53 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
         }
         var z = _plan.Forward(views.Groups[0], training: true);
         _loss.Forward(z);
-        _loss.Backward(z, _projectionGradient);
+        if (_teacher is null || _queueLoss is null || _queueGradient is null || _swappedKeys is null || _stats is null)
+        {
+            _loss.Backward(z, _projectionGradient);
+            _plan.Backward(_projectionGradient);
+            return _loss.Stats;
+        }
+        // The memory: each view against its image's momentum key of the other view, the queue as more negatives.
+        var backend = _plan.Module.Backend;
+        var n = views.BatchSize;
+        var k = _teacher.Forward(views.Groups[0]);
+        backend.Copy(k.SliceRows(n, n), _swappedKeys.SliceRows(0, n));
+        backend.Copy(k.SliceRows(0, n), _swappedKeys.SliceRows(n, n));
+        _loss.Backward(z, _projectionGradient, 0.5f);
+        _queueLoss.Compute(z, _swappedKeys, _queueGradient, 0.5f);
+        backend.Add(_projectionGradient, _queueGradient, _projectionGradient);
         _plan.Backward(_projectionGradient);
-        return _loss.Stats;
+        _queueLoss.Enqueue(k);
+        // Statistics of the two terms averaged, as the loss is.
+        backend.Add(_loss.Stats, _queueLoss.Stats, _stats);
+        backend.Scale(_stats, 0.5f, _stats);
+        return _stats;
+    }
+
+    public override IReadOnlyList<(string Name, Tensor Tensor)> StateTensors =>
+        _teacher is null || _queueLoss is null ? [] : [.. _teacher.StateTensors, ("queue", _queueLoss.Queue.Keys)];
+
+    public override IReadOnlyDictionary<string, long> HostState => _queueLoss is null
+        ? new Dictionary<string, long>()
+        : new Dictionary<string, long> { ["queue_position"] = _queueLoss.Queue.Position };
+
+    public override void RestoreHostState(IReadOnlyDictionary<string, long> state)
+    {
+        if (_queueLoss is null)
+        {
+            return;
+        }
+        var position = state["queue_position"];
+        if (position < 0 || position >= _queueLoss.Queue.Capacity)
+        {
+            throw new ArgumentException($"queue_position {position} is outside the queue of {_queueLoss.Queue.Capacity} keys");
+        }
+        _queueLoss.Queue.Position = (int)position;
     }
 
     public override string DescribeOptions() => string.Create(
         CultureInfo.InvariantCulture,
-        $"{{\"projector_layers\":{Options.ProjectorLayers},\"hidden_dim\":{Options.HiddenDim?.ToString(CultureInfo.InvariantCulture) ?? "null"},\"output_dim\":{Options.OutputDim},\"projector_bn\":{(Options.ProjectorBatchNorm ? "true" : "false")},\"temperature\":{Options.Temperature:R},\"augmentations\":\"{Options.Augmentations}\"}}");
+        $"{{\"projector_layers\":{Options.ProjectorLayers},\"hidden_dim\":{Options.HiddenDim?.ToString(CultureInfo.InvariantCulture) ?? "null"},\"output_dim\":{Options.OutputDim},\"projector_bn\":{(Options.ProjectorBatchNorm ? "true" : "false")},\"temperature\":{Options.Temperature:R},\"augmentations\":\"{Options.Augmentations}\",\"queue\":{_queueLoss?.Queue.Capacity ?? 0},\"momentum\":{Options.Momentum:R}}}");
 
     protected override void DisposeOwned()
     {
@@ -120,6 +199,11 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
         _plan?.Dispose();
         _loss?.Dispose();
         _projectionGradient?.Dispose();
+        _teacher?.Dispose();
+        _queueLoss?.Dispose();
+        _queueGradient?.Dispose();
+        _swappedKeys?.Dispose();
+        _stats?.Dispose();
         _projector?.Dispose();
     }
 }
