@@ -20,6 +20,11 @@ public class AugmentationTests
         var moco = AugmentationPresets.Create("mocov2", 224);
         Assert.That((moco.Views[0].ScaleMin, moco.Views[0].Jitter), Is.EqualTo((0.2f, new ColorJitter(0.4f, 0.4f, 0.4f, 0.1f))));
 
+        var mocov1 = AugmentationPresets.Create("mocov1", 224);
+        Assert.That((mocov1.Views[0].ScaleMin, mocov1.Views[0].Jitter, mocov1.Views[0].JitterProbability, mocov1.Views[0].BlurProbability), Is.EqualTo((0.2f, new ColorJitter(0.4f, 0.4f, 0.4f, 0.4f), 1f, 0f)));
+        var swavCifar = AugmentationPresets.Create("swav-cifar", 32, smallCrops: 2);
+        Assert.That(swavCifar.Views.Select(v => (v.Size, v.BlurProbability)), Is.EqualTo(new[] { (32, 0f), (32, 0f), (16, 0f), (16, 0f) }));
+
         var byol = AugmentationPresets.Create("byol", 96);
         Assert.That(byol.Views.Select(v => (v.BlurProbability, v.SolarizeProbability)), Is.EqualTo(new[] { (1f, 0f), (0.1f, 0.2f) }));
         Assert.That(byol.Views[0].EffectiveBlurKernel, Is.EqualTo(9));
@@ -32,7 +37,7 @@ public class AugmentationTests
         Assert.That(AugmentationPresets.SmallCropSize(96), Is.EqualTo(40));
 
         var e = Assert.Throws<ArgumentException>(() => AugmentationPresets.Create("dino", 32));
-        Assert.That(e!.Message, Does.Contain("simclr, simclr-cifar, mocov2, byol, swav"));
+        Assert.That(e!.Message, Does.Contain("simclr, simclr-cifar, mocov1, mocov2, byol, swav, swav-cifar"));
     }
 
     [Test]
