@@ -62,9 +62,9 @@ public static class TrainCommand
         var knnEvery = new Option<int>("--knn-every") { Description = "Run the kNN monitor every N epochs (0: only after the last).", DefaultValueFactory = _ => 1 };
         var knnBank = new Option<int?>("--knn-bank") { Description = "Training images in the kNN bank; by default all." };
         var workers = new Option<int>("--workers") { Description = "Augmentation threads.", DefaultValueFactory = _ => Math.Max(1, Environment.ProcessorCount - 1) };
-        var queue = new Option<int?>("--queue") { Description = "MoCo: keys in the queue (default 65536, at most the data set's size). SwAV: features in the queue used for the codes (default 0: none)." };
-        var momentum = new Option<float?>("--momentum") { Description = "MoCo: m of the key encoder's EMA (default 0.999, or 0.99 for images of 64 px or less)." };
-        var momentumCosine = new Option<bool>("--momentum-cosine") { Description = "MoCo: raise m to 1 by a cosine over the run (BYOL's schedule)." };
+        var queue = new Option<int?>("--queue") { Description = "MoCo: keys in the queue (default 65536, at most the data set's size). SimCLR: momentum keys queued as extra negatives (SimCLR v2's memory; default 0: none). SwAV: features in the queue used for the codes (default 0: none)." };
+        var momentum = new Option<float?>("--momentum") { Description = "MoCo and SimCLR's memory: m of the key encoder's EMA (default 0.999, or 0.99 for images of 64 px or less)." };
+        var momentumCosine = new Option<bool>("--momentum-cosine") { Description = "MoCo and SimCLR's memory: raise m to 1 by a cosine over the run (BYOL's schedule)." };
         var symmetric = new Option<bool>("--symmetric") { Description = "MoCo: both views as queries against the other's keys (solo-learn's mocov2plus)." };
         var prototypes = new Option<int?>("--prototypes") { Description = "SwAV: prototypes (default 3000)." };
         var smallCrops = new Option<int?>("--small-crops") { Description = "SwAV: small crops besides the two large ones (default 6)." };

@@ -69,7 +69,14 @@ public static class MethodCatalog
             case "simclr":
             case "simclr-v2":
                 var simclr = name.Equals("simclr", StringComparison.OrdinalIgnoreCase) ? SimClrOptions.V1 : SimClrOptions.V2;
-                return new SimClr(simclr with { Temperature = settings.Temperature ?? (small ? SmallImageTemperature : simclr.Temperature), Augmentations = Views("simclr") });
+                return new SimClr(simclr with
+                {
+                    Temperature = settings.Temperature ?? (small ? SmallImageTemperature : simclr.Temperature),
+                    Augmentations = Views("simclr"),
+                    QueueLength = settings.QueueLength ?? simclr.QueueLength,
+                    Momentum = settings.Momentum ?? (small ? SmallDatasetMomentum : simclr.Momentum),
+                    MomentumCosine = settings.MomentumCosine,
+                });
             case "moco":
             case "mocov2":
                 var moco = name.Equals("moco", StringComparison.OrdinalIgnoreCase) ? MocoOptions.V1 : MocoOptions.V2;

@@ -43,6 +43,9 @@ public sealed record SimClrOptions
     /// <summary>m of the momentum encoder behind the queue.</summary>
     public float Momentum { get; init; } = 0.999f;
 
+    /// <summary>Raise m to 1 by a cosine over the run (BYOL's schedule).</summary>
+    public bool MomentumCosine { get; init; }
+
     public static SimClrOptions V1 => new();
 
     public static SimClrOptions V2 => new() { ProjectorLayers = 3, ProjectorBatchNorm = true };
@@ -88,6 +91,9 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
     /// <summary>The momentum keys' loss and queue; null without <see cref="SimClrOptions.QueueLength"/>.</summary>
     public InfoNceLoss? QueueLoss => _queueLoss;
 
+    /// <summary>The momentum encoder's arena; null without <see cref="SimClrOptions.QueueLength"/>.</summary>
+    public ParameterArena? TeacherArena => _teacher?.Arena;
+
     public MlpHead Projector => _projector ?? throw new InvalidOperationException("SimCLR is not built yet");
 
     public override AugmentationPreset Augmentations(int size) => AugmentationPresets.Create(Options.Augmentations, size);
@@ -128,7 +134,7 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
         if (_teacher is not null)
         {
             var backend = context.Backend;
-            _teacher.Prepare(new TensorShape(rows, size, size, context.Channels), Options.Momentum, 0);
+            _teacher.Prepare(new TensorShape(rows, size, size, context.Channels), Options.Momentum, Options.MomentumCosine ? context.TotalSteps : 0);
             _queueLoss = new InfoNceLoss(backend, rows, Options.OutputDim, Math.Min(Options.QueueLength, context.DatasetImages), Options.Temperature, Options.Precision);
             _queueLoss.InitializeQueue(context.Seed ^ 0x73696D63UL);
             _queueGradient = backend.Allocate(new TensorShape(rows, Options.OutputDim), "simclr queue dz");
@@ -191,7 +197,7 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
 
     public override string DescribeOptions() => string.Create(
         CultureInfo.InvariantCulture,
-        $"{{\"projector_layers\":{Options.ProjectorLayers},\"hidden_dim\":{Options.HiddenDim?.ToString(CultureInfo.InvariantCulture) ?? "null"},\"output_dim\":{Options.OutputDim},\"projector_bn\":{(Options.ProjectorBatchNorm ? "true" : "false")},\"temperature\":{Options.Temperature:R},\"augmentations\":\"{Options.Augmentations}\",\"queue\":{_queueLoss?.Queue.Capacity ?? 0},\"momentum\":{Options.Momentum:R}}}");
+        $"{{\"projector_layers\":{Options.ProjectorLayers},\"hidden_dim\":{Options.HiddenDim?.ToString(CultureInfo.InvariantCulture) ?? "null"},\"output_dim\":{Options.OutputDim},\"projector_bn\":{(Options.ProjectorBatchNorm ? "true" : "false")},\"temperature\":{Options.Temperature:R},\"augmentations\":\"{Options.Augmentations}\",\"queue\":{_queueLoss?.Queue.Capacity ?? 0},\"momentum\":{Options.Momentum:R},\"momentum_cosine\":{(Options.MomentumCosine ? "true" : "false")}}}");
 
     protected override void DisposeOwned()
     {

@@ -23,6 +23,7 @@ public class MethodGpuTests : GpuTestBase
         "mocov2" => new Moco(MocoOptions.V2 with { Precision = MatmulPrecision.Fp32, Momentum = 0.9f, Augmentations = "simclr-cifar" }),
         "mocov2-symmetric" => new Moco(MocoOptions.V2 with { Precision = MatmulPrecision.Fp32, Momentum = 0.9f, Symmetric = true, Augmentations = "simclr-cifar" }),
         "swav" => new Swav(new SwavOptions { Prototypes = 37, SmallCrops = 2, QueueLength = 26, FreezePrototypesEpochs = 0.5, Augmentations = "swav-cifar" }),
+        "simclr-v2-memory" => new SimClr(SimClrOptions.V2 with { Precision = MatmulPrecision.Fp32, Temperature = 0.2f, QueueLength = 45, Momentum = 0.9f, Augmentations = "simclr-cifar" }),
         "margin" => new MarginContrastive(new MarginOptions { Margin = 1.2f, Augmentations = "simclr-cifar" }),
         _ => throw new ArgumentException(name),
     };
@@ -96,6 +97,7 @@ public class MethodGpuTests : GpuTestBase
     [TestCase("mocov2")]
     [TestCase("mocov2-symmetric")]
     [TestCase("swav")]
+    [TestCase("simclr-v2-memory")]
     [TestCase("margin")]
     public void TwoStepsMatchTheCpu(string name)
     {
