@@ -11,8 +11,17 @@ using NativeContrast.Tensors;
 /// <see cref="BatchSize"/> images one after the other, NHWC ([views · N, S, S, C]). SimCLR gets one group of its two
 /// views (2N images forwarded as one batch); SwAV's multi-crop gets its large crops and its small crops.
 /// <see cref="Step"/> is the optimiser step this batch is for (schedules inside a method: frozen prototypes, queues).
+/// <see cref="Indices"/> are the images' positions in the data set and <see cref="Labels"/> their labels (−1 where the
+/// set has none), both on the host, for the methods that read them (partial labels, fine-tuning); empty in a batch
+/// built without them.
 /// </summary>
-public sealed record ViewGroups(IReadOnlyList<Tensor> Groups, IReadOnlyList<int> ViewCounts, int BatchSize, long Step = 0);
+public sealed record ViewGroups(
+    IReadOnlyList<Tensor> Groups,
+    IReadOnlyList<int> ViewCounts,
+    int BatchSize,
+    long Step = 0,
+    ReadOnlyMemory<int> Indices = default,
+    ReadOnlyMemory<int> Labels = default);
 
 /// <summary>
 /// What the trainer tells a method when it plans its memory: the batch shape, the run's length (momentum ramps,

@@ -39,6 +39,8 @@ public sealed class Trainer : IDisposable
     private readonly ContrastiveLoader _loader;
     private readonly Tensor[] _groups;
     private readonly int[] _groupViews;
+    private readonly int[] _batchIndices;
+    private readonly int[] _batchLabels;
     private readonly FeatureExtractor _features;
     private long _step;
     private int _epoch;
@@ -80,6 +82,8 @@ public sealed class Trainer : IDisposable
 
         _loader = new ContrastiveLoader(train, preset, new LoaderOptions { BatchSize = options.BatchSize, Seed = options.Seed, Workers = options.Workers, Normalization = stats }, backend);
         (_groups, _groupViews) = AllocateGroups(backend, _loader, preset);
+        _batchIndices = new int[options.BatchSize];
+        _batchLabels = new int[options.BatchSize];
         StepsPerEpoch = _loader.BatchesPerEpoch;
         TotalSteps = (long)StepsPerEpoch * options.Epochs;
         method.Prepare(new MethodContext(backend, Backbone, preset, options.BatchSize, train.Shape.Channels, options.Seed, StepsPerEpoch, TotalSteps, train.Count));
@@ -212,7 +216,10 @@ public sealed class Trainer : IDisposable
             {
                 CopyViews(batch);
                 _optimizer.ZeroGradients();
-                var stats = ContrastiveStats.Read(_backend, _method.TrainingStep(new ViewGroups(_groups, _groupViews, batch.Count, _step)));
+                batch.Indices.CopyTo(_batchIndices);
+                batch.Labels.CopyTo(_batchLabels);
+                var groups = new ViewGroups(_groups, _groupViews, batch.Count, _step, _batchIndices.AsMemory(0, batch.Count), _batchLabels.AsMemory(0, batch.Count));
+                var stats = ContrastiveStats.Read(_backend, _method.TrainingStep(groups));
                 if (!float.IsFinite(stats.Loss))
                 {
                     throw new NonFiniteLossException(_step, _epoch, stats.Loss, lastCheckpoint);
