@@ -25,9 +25,10 @@ public sealed record ViewGroups(
 
 /// <summary>
 /// What the trainer tells a method when it plans its memory: the batch shape, the run's length (momentum ramps,
-/// prototype freezing, queue start) and the data set's size (queues are capped by it).
+/// prototype freezing, queue start), the data set's size (queues are capped by it) and the training set itself, for
+/// the methods that read its labels (partial-label learning).
 /// </summary>
-public sealed record MethodContext(IBackend Backend, ResNet Backbone, AugmentationPreset Preset, int BatchSize, int Channels, ulong Seed, int StepsPerEpoch = 1, long TotalSteps = 1, int DatasetImages = int.MaxValue);
+public sealed record MethodContext(IBackend Backend, ResNet Backbone, AugmentationPreset Preset, int BatchSize, int Channels, ulong Seed, int StepsPerEpoch = 1, long TotalSteps = 1, int DatasetImages = int.MaxValue, IImageDataset? Dataset = null);
 
 /// <summary>
 /// A self-supervised method as a short composition, in the shape of solo-learn's methods: its defaults, its heads, its

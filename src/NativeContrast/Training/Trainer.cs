@@ -86,7 +86,7 @@ public sealed class Trainer : IDisposable
         _batchLabels = new int[options.BatchSize];
         StepsPerEpoch = _loader.BatchesPerEpoch;
         TotalSteps = (long)StepsPerEpoch * options.Epochs;
-        method.Prepare(new MethodContext(backend, Backbone, preset, options.BatchSize, train.Shape.Channels, options.Seed, StepsPerEpoch, TotalSteps, train.Count));
+        method.Prepare(new MethodContext(backend, Backbone, preset, options.BatchSize, train.Shape.Channels, options.Seed, StepsPerEpoch, TotalSteps, train.Count, train));
         var peak = options.LearningRate ?? method.BaseLearningRate(options.Optimizer) * options.BatchSize / 256f;
         var warmupEpochs = options.WarmupEpochs ?? Math.Min(10, options.Epochs / 10.0);
         var warmup = Math.Min(TotalSteps, (long)Math.Round(warmupEpochs * StepsPerEpoch));
