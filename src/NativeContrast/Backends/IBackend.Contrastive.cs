@@ -56,6 +56,38 @@ public partial interface IBackend
     /// </summary>
     void InfoNce(Tensor q, Tensor k, KeyQueue queue, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f);
 
+    /// <summary>Floats of workspace that <see cref="LabelMaskedInfoNce"/> needs (queueLength 0 without a queue).</summary>
+    long LabelMaskedInfoNceWorkspaceLength(int batch, int dim, int queueLength);
+
+    /// <summary>
+    /// The supervised-contrastive form of InfoNCE with a queue, as PiCO (Wang et al., 2022) uses it: its SupConLoss over
+    /// features cat(q, k, queue) with temperature = base temperature. q and k [B, dim] are L2-normalised here, as
+    /// <see cref="InfoNce"/> does (the queue holds normalised keys); <paramref name="labels"/> [B] and
+    /// <paramref name="queueLabels"/> [K] hold class labels as floats. Anchor row i sees the columns q_j (j ≠ i), every
+    /// k_j (k_i included) and the K queue rows; a column is a positive when its label equals labels[i] and that label is
+    /// not negative (−1 marks queue slots never written, and a query with a negative label has no positives). With
+    /// s the cosines and P_i the positives of row i:
+    /// <code>
+    /// loss_i = −(1/|P_i|) Σ_{p ∈ P_i} [ s_ip/τ − log Σ_{c ≠ i} exp(s_ic/τ) ]     (0 for a row with no positive)
+    /// loss   = (1/B) Σ_i loss_i
+    /// ∂loss/∂qn_j = (1/(Bτ)) [ Σ_c w_jc v_c + Σ_{i ≠ j} w_{i,q_j} qn_i ],   w_ic = softmax_i(s_i·/τ)_c − [c ∈ P_i]/|P_i|
+    /// </code>
+    /// so q receives gradient both as anchors and as the q-columns of the other anchors; k and the queue receive none.
+    /// PiCO's mask divides by |P_i| = 0 (NaN) where this op defines 0, and adds 1e-12 inside its log, which this op
+    /// leaves out. stats ← [mean loss, mean cosine of q_i with k_i (as <see cref="InfoNce"/> reports), top-1: the
+    /// fraction of rows whose most similar column is a positive (ties count as hits; never for a row with no positive)],
+    /// all over the B rows. When <paramref name="dq"/> is given it is overwritten with gradScale · ∂loss/∂q. Without a
+    /// queue pass null for both <paramref name="queue"/> and <paramref name="queueLabels"/>.
+    /// </summary>
+    void LabelMaskedInfoNce(Tensor q, Tensor k, Tensor labels, KeyQueue? queue, Tensor? queueLabels, float temperature, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f);
+
+    /// <summary>
+    /// <see cref="EnqueueKeys"/> with a label per key: the keys (normalised) and <paramref name="labels"/> [count] are
+    /// written at the same wrapped rows of the queue and of <paramref name="queueLabels"/> [capacity], and the position
+    /// advances once. With more keys than capacity only the last ones, and their labels, are kept.
+    /// </summary>
+    void EnqueueLabeledKeys(KeyQueue queue, Tensor queueLabels, Tensor keys, Tensor labels);
+
     /// <summary>Floats of workspace that <see cref="MarginLoss"/> needs for u [rows, dim].</summary>
     long MarginLossWorkspaceLength(int rows, int dim);
 
@@ -163,6 +195,46 @@ internal static class ContrastiveCheck
             Check.SameShape(q, dq);
         }
         return (q.Rows, q.Cols);
+    }
+
+    public static (int Batch, int Dim, int QueueLength) LabelMaskedInfoNce(Tensor q, Tensor k, Tensor labels, KeyQueue? queue, Tensor? queueLabels, float temperature, Tensor? dq)
+    {
+        Temperature(temperature);
+        if (q.Shape.Rank != 2 || q.Rows < 1 || q.Cols < 1)
+        {
+            throw new ArgumentException($"{q.Describe()}: the label-masked InfoNCE needs queries as a [batch, dim] matrix");
+        }
+        Check.SameShape(q, k);
+        Check.Length(labels.Length, q.Rows, labels.Describe() + " (one label per query)");
+        if ((queue is null) != (queueLabels is null))
+        {
+            throw new ArgumentException(queue is null
+                ? $"{queueLabels!.Describe()}: queue labels without a key queue (pass both or neither)"
+                : "the key queue comes without its labels (pass both or neither)");
+        }
+        var queueLength = 0;
+        if (queue is not null)
+        {
+            if (queue.Dim != q.Cols)
+            {
+                throw new ArgumentException($"{q.Describe()}: queries have {q.Cols} features, the key queue holds {queue.Dim}");
+            }
+            Check.Length(queueLabels!.Length, queue.Capacity, queueLabels.Describe() + " (one label per queue row)");
+            queueLength = queue.Capacity;
+        }
+        if (dq is not null)
+        {
+            Check.SameShape(q, dq);
+            Check.Disjoint(dq, labels, "the gradient reads every query's label while it writes dq");
+        }
+        return (q.Rows, q.Cols, queueLength);
+    }
+
+    public static void LabeledKeys(KeyQueue queue, Tensor queueLabels, Tensor keys, Tensor labels)
+    {
+        Keys(queue, keys);
+        Check.Length(queueLabels.Length, queue.Capacity, queueLabels.Describe() + " (one label per queue row)");
+        Check.Length(labels.Length, keys.Rows, labels.Describe() + " (one label per key)");
     }
 
     public static (int Rows, int Dim) Margin(Tensor u, float margin, Tensor? du)

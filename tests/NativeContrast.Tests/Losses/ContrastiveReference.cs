@@ -167,6 +167,80 @@ public static class ContrastiveReference
         return result with { Gradient = NormalizeBackward(u, norms, result.Gradient, rows, dim) };
     }
 
+    /// <summary>
+    /// PiCO's SupConLoss (temperature = base temperature) over features F = cat(qn, kn, queue) [2B + K, dim] (all
+    /// normalised here) with the queries' labels repeated for k and the queue's own labels: anchor rows are F[0, B),
+    /// the self column is dropped from the softmax, positives are the other columns with the anchor's label (a negative
+    /// label is never a positive; a row without positives adds 0). The gradient is taken the autograd way, through the
+    /// logits to every row of F, and ∂loss/∂q is what reaches F[0, B) (k and the queue are constants), mapped back
+    /// through the normalisation. Top-1: the most similar column is a positive (ties count as hits).
+    /// </summary>
+    public static Result LabelMaskedInfoNce(double[] q, double[] k, float[] labels, double[] queue, float[] queueLabels, int batch, int dim, int queueLength, double tau, double gradScale = 1)
+    {
+        var (qn, qNorms) = Normalize(q, batch, dim);
+        var (kn, _) = Normalize(k, batch, dim);
+        var (keys, _) = Normalize(queue, queueLength, dim);
+        var columns = (2 * batch) + queueLength;
+        var features = qn.Concat(kn).Concat(keys).ToArray();
+        var columnLabels = labels.Concat(labels).Concat(queueLabels).ToArray();
+        double loss = 0, positive = 0, top1 = 0;
+        var dFeatures = new double[columns * dim];
+        var logits = new double[columns];
+        for (var i = 0; i < batch; i++)
+        {
+            positive += Dot(qn, i, kn, i, dim);
+            var mask = new bool[columns];
+            for (var c = 0; c < columns; c++)
+            {
+                logits[c] = Dot(features, i, features, c, dim) / tau;
+                mask[c] = c != i && labels[i] >= 0 && columnLabels[c] == labels[i];
+            }
+            var count = mask.Count(m => m);
+            if (count == 0)
+            {
+                continue;
+            }
+            var max = Enumerable.Range(0, columns).Where(c => c != i).Max(c => logits[c]);
+            var lse = max + Math.Log(Enumerable.Range(0, columns).Where(c => c != i).Sum(c => Math.Exp(logits[c] - max)));
+            double meanLogProb = 0, bestPositive = double.NegativeInfinity, bestNegative = double.NegativeInfinity;
+            for (var c = 0; c < columns; c++)
+            {
+                if (c == i)
+                {
+                    continue;
+                }
+                if (mask[c])
+                {
+                    meanLogProb += (logits[c] - lse) / count;
+                    bestPositive = Math.Max(bestPositive, logits[c]);
+                }
+                else
+                {
+                    bestNegative = Math.Max(bestNegative, logits[c]);
+                }
+            }
+            loss -= meanLogProb;
+            top1 += bestPositive >= bestNegative ? 1 : 0;
+
+            // ∂loss_i/∂logit_c = softmax_c − mask_c/|P|; logit_c = F_i·F_c / tau feeds both F_i and F_c.
+            for (var c = 0; c < columns; c++)
+            {
+                if (c == i)
+                {
+                    continue;
+                }
+                var dLogit = gradScale * (Math.Exp(logits[c] - lse) - (mask[c] ? 1.0 / count : 0)) / (batch * tau);
+                for (var f = 0; f < dim; f++)
+                {
+                    dFeatures[(i * dim) + f] += dLogit * features[(c * dim) + f];
+                    dFeatures[(c * dim) + f] += dLogit * features[(i * dim) + f];
+                }
+            }
+        }
+        var dqn = dFeatures.AsSpan(0, batch * dim).ToArray();
+        return new Result(loss / batch, positive / batch, top1 / batch, NormalizeBackward(qn, qNorms, dqn, batch, dim));
+    }
+
     public static double[] ToDouble(float[] values) => Array.ConvertAll(values, v => (double)v);
 
     public static float[] ToFloat(double[] values) => Array.ConvertAll(values, v => (float)v);

@@ -1,0 +1,201 @@
+namespace NativeContrast.Tests.Losses;
+
+using NativeContrast.Losses;
+using NativeContrast.Tensors;
+using NativeContrast.Tests.Support;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+
+/// <summary>
+/// Parity of native/masked_infonce.cu with the CPU twin on awkward sizes: batches that leave warps of the last block
+/// idle, no queue, queues past a chunk of 256 columns and split across blocks, every kernel width (dims below, at and
+/// past a multiple of 32, up to 1024), and PiCO's own sizes. Top-1 accuracy may differ only on rows whose best
+/// positive is within fp32 error of the best negative.
+/// </summary>
+public class LabelMaskedInfoNceGpuTests : GpuTestBase
+{
+    /// <summary>Cosine error of two fp32 dot products in different orders: rows this close to a tie may flip.</summary>
+    private const double TieMargin = 2 * Numerics.Fp32Tolerance;
+
+    public static IEnumerable<TestCaseData> Cases()
+    {
+        var t = 0;
+        foreach (var batch in new[] { 1, 3, 13, 37, 257 })
+        {
+            foreach (var queueLength in new[] { 0, 5, 70, 4097 })
+            {
+                foreach (var dim in new[] { 7, 33, 128, 1000 })
+                {
+                    yield return new TestCaseData(batch, dim, queueLength, t++ % 2 == 0 ? 0.07f : 0.2f, 3);
+                }
+            }
+        }
+        yield return new TestCaseData(256, 128, 8192, 0.07f, 10);   // PiCO on CIFAR-10
+        yield return new TestCaseData(256, 128, 65536, 0.07f, 100);
+        yield return new TestCaseData(2050, 64, 1000, 0.1f, 10);
+        yield return new TestCaseData(130, 1024, 300, 0.2f, 5);
+    }
+
+    [TestCaseSource(nameof(Cases))]
+    public void MatchesCpuTwin(int batch, int dim, int queueLength, float tau, int classes)
+    {
+        var seed = (batch * 31) + (dim * 7) + queueLength;
+        var (q, k, keys) = LabelMaskedInfoNceCpuTests.Inputs(batch, dim, queueLength, seed);
+        var (labels, queueLabels) = LabelMaskedInfoNceCpuTests.Labels(batch, queueLength, classes, seed);
+        var (cpuStats, cpuDq, cpuKeys) = RunCpu(q, k, labels, keys, queueLabels, batch, dim, queueLength, tau);
+
+        using var loss = new LabelMaskedInfoNceLoss(Gpu, batch, dim, queueLength, tau);
+        if (queueLength > 0)
+        {
+            using var keyTensor = Upload(keys, new TensorShape(queueLength, dim));
+            using var labelTensor = Upload(queueLabels, new TensorShape(queueLength));
+            loss.Enqueue(keyTensor, labelTensor);
+            Assert.That(Numerics.ToArray(Gpu, loss.QueueLabels!), Is.EqualTo(queueLabels), "queue labels");
+        }
+        using var qt = Upload(q, new TensorShape(batch, dim));
+        using var kt = Upload(k, new TensorShape(batch, dim));
+        using var lt = Upload(labels, new TensorShape(batch));
+        using var dq = Gpu.Allocate(new TensorShape(batch, dim), "dq");
+        Gpu.Fill(dq, float.NaN);  // every element must be written
+        loss.Compute(qt, kt, lt, dq, gradScale: 0.5f);
+        var stats = loss.ReadStats();
+        var gradient = Numerics.ToArray(Gpu, dq);
+
+        Assert.That(stats.Loss, Is.EqualTo(cpuStats.Loss).Within(Numerics.Fp32Tolerance * Math.Max(1, Math.Abs(cpuStats.Loss))), "loss");
+        Assert.That(stats.PositiveSimilarity, Is.EqualTo(cpuStats.PositiveSimilarity).Within(Numerics.Fp32Tolerance), "mean cosine of q_i and k_i");
+        var flips = TopMargins(q, k, cpuKeys, labels, queueLabels, batch, dim, queueLength).Count(m => Math.Abs(m) < TieMargin);
+        Assert.That(Math.Abs(stats.Top1Accuracy - cpuStats.Top1Accuracy) * batch, Is.LessThanOrEqualTo(flips + 1e-3), "top-1 beyond near-ties");
+        Numerics.AssertClose(gradient, cpuDq, Numerics.Fp32Tolerance, "dq");
+
+        // Reproducible to the bit (no atomics), and the statistics alone leave dq untouched.
+        loss.Compute(qt, kt, lt, dq, gradScale: 0.5f);
+        Assert.That(loss.ReadStats(), Is.EqualTo(stats), "second run's statistics");
+        Assert.That(Numerics.ToArray(Gpu, dq), Is.EqualTo(gradient), "second run's dq");
+        Gpu.Fill(dq, 7f);
+        loss.Compute(qt, kt, lt, dq: null);
+        Assert.That(loss.ReadStats(), Is.EqualTo(stats), "statistics without dq");
+        Assert.That(Numerics.ToArray(Gpu, dq).All(v => v == 7f), Is.True, "dq untouched when not asked for");
+    }
+
+    [TestCase(37, 10, 4)]
+    [TestCase(100, 37, 250)]
+    [TestCase(7, 10, 3)]
+    public void EnqueueWrapsAndKeepsLabelsWithTheirKeysAsTheCpuDoes(int capacity, int count, int steps)
+    {
+        const int dim = 33;
+        using var gpuLoss = new LabelMaskedInfoNceLoss(Gpu, count, dim, capacity, 0.1f);
+        using var cpuLoss = new LabelMaskedInfoNceLoss(Cpu, count, dim, capacity, 0.1f);
+        for (var step = 0; step < steps; step++)
+        {
+            var keys = Numerics.RandomArray(count * dim, seed: 300 + step, scale: 3f);
+            var labels = Enumerable.Range(0, count).Select(r => (float)((step * 1000) + r)).ToArray();
+            using var gk = Upload(keys, new TensorShape(count, dim));
+            using var gl = Upload(labels, new TensorShape(count));
+            using var ck = Cpu.FromArray(keys, new TensorShape(count, dim));
+            using var cl = Cpu.FromArray(labels, new TensorShape(count));
+            gpuLoss.Enqueue(gk, gl);
+            cpuLoss.Enqueue(ck, cl);
+            Assert.That(gpuLoss.Queue!.Position, Is.EqualTo(cpuLoss.Queue!.Position), $"position after step {step}");
+        }
+        Assert.That(Numerics.ToArray(Gpu, gpuLoss.QueueLabels!), Is.EqualTo(cpuLoss.QueueLabels!.Span.ToArray()), "labels");
+        Numerics.AssertClose(Numerics.ToArray(Gpu, gpuLoss.Queue!.Keys), cpuLoss.Queue!.Keys.Span, Numerics.Fp32Tolerance, "keys");
+    }
+
+    [Test]
+    public void InitializeQueueLabelsEverySlotMinusOne()
+    {
+        using var loss = new LabelMaskedInfoNceLoss(Gpu, 4, 16, 300, 0.1f);
+        using var keys = Gpu.Allocate(new TensorShape(4, 16), "keys");
+        using var labels = Upload([1f, 2f, 3f, 4f], new TensorShape(4));
+        loss.Enqueue(keys, labels);
+        loss.InitializeQueue(seed: 3);
+        Assert.That(Numerics.ToArray(Gpu, loss.QueueLabels!), Is.All.EqualTo(-1f));
+        Assert.That(loss.Queue!.Position, Is.EqualTo(0));
+    }
+
+    [Test]
+    public void RejectsRowsWiderThanTheKernelsAndASmallWorkspace()
+    {
+        using var wide = Gpu.Allocate(new TensorShape(4, 1025), "q");
+        using var labels = Gpu.Allocate(new TensorShape(4), "labels");
+        using var stats = Gpu.Allocate(new TensorShape(3), "stats");
+        using var workspace = Gpu.Allocate(new TensorShape(64), "workspace");
+        Assert.That(() => Gpu.LabelMaskedInfoNce(wide, wide, labels, null, null, 0.1f, workspace, stats, null), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("1025"));
+
+        using var q = Gpu.Allocate(new TensorShape(4, 8), "q");
+        Assert.That(() => Gpu.LabelMaskedInfoNce(q, q, labels, null, null, 0.1f, workspace, stats, null), Throws.ArgumentException.With.Message.Contains("workspace [64]"));
+    }
+
+    private Tensor Upload(float[] values, TensorShape shape)
+    {
+        var t = Gpu.Allocate(shape);
+        Gpu.CopyFromHost(values, t);
+        return t;
+    }
+
+    /// <summary>The CPU twin's statistics and dq, and its queue as stored (normalised), for the tie margins.</summary>
+    private (ContrastiveStats Stats, float[] Dq, float[] Keys) RunCpu(float[] q, float[] k, float[] labels, float[] keys, float[] queueLabels, int batch, int dim, int queueLength, float tau)
+    {
+        using var loss = new LabelMaskedInfoNceLoss(Cpu, batch, dim, queueLength, tau);
+        if (queueLength > 0)
+        {
+            using var keyTensor = Cpu.FromArray(keys, new TensorShape(queueLength, dim));
+            using var labelTensor = Cpu.FromArray(queueLabels, new TensorShape(queueLength));
+            loss.Enqueue(keyTensor, labelTensor);
+        }
+        using var qt = Cpu.FromArray(q, new TensorShape(batch, dim));
+        using var kt = Cpu.FromArray(k, new TensorShape(batch, dim));
+        using var lt = Cpu.FromArray(labels, new TensorShape(batch));
+        using var dq = Cpu.Allocate(new TensorShape(batch, dim));
+        loss.Compute(qt, kt, lt, dq, gradScale: 0.5f);
+        return (loss.ReadStats(), dq.Span.ToArray(), queueLength > 0 ? loss.Queue!.Keys.Span.ToArray() : []);
+    }
+
+    /// <summary>Per row, the best positive's cosine minus the best negative's (+∞ without negatives, −∞ without positives).</summary>
+    private static double[] TopMargins(float[] q, float[] k, float[] queue, float[] labels, float[] queueLabels, int batch, int dim, int queueLength)
+    {
+        var qn = Normalized(q, batch, dim);
+        var kn = Normalized(k, batch, dim);
+        var margins = new double[batch];
+        Parallel.For(0, batch, i =>
+        {
+            var (bestPositive, bestNegative) = (double.NegativeInfinity, double.NegativeInfinity);
+            void Column(float[] rows, int j, float label)
+            {
+                var cosine = TensorPrimitives.Dot<float>(qn.AsSpan(i * dim, dim), rows.AsSpan(j * dim, dim));
+                if (labels[i] >= 0 && label == labels[i])
+                {
+                    bestPositive = Math.Max(bestPositive, cosine);
+                }
+                else
+                {
+                    bestNegative = Math.Max(bestNegative, cosine);
+                }
+            }
+            for (var j = 0; j < batch; j++)
+            {
+                if (j != i)
+                {
+                    Column(qn, j, labels[j]);
+                }
+                Column(kn, j, labels[j]);
+            }
+            for (var j = 0; j < queueLength; j++)
+            {
+                Column(queue, j, queueLabels[j]);
+            }
+            margins[i] = bestPositive - bestNegative;
+        });
+        return margins;
+    }
+
+    private static float[] Normalized(float[] x, int rows, int dim)
+    {
+        var y = new float[x.Length];
+        for (var i = 0; i < rows; i++)
+        {
+            var row = x.AsSpan(i * dim, dim);
+            TensorPrimitives.Multiply(row, 1f / MathF.Max(TensorPrimitives.Norm<float>(row), 1e-12f), y.AsSpan(i * dim, dim));
+        }
+        return y;
+    }
+}
