@@ -72,11 +72,15 @@ public static class TrainCommand
         var freezePrototypes = new Option<double?>("--freeze-prototypes-epochs") { Description = "SwAV: epochs during which the prototypes stay frozen (default 1)." };
         var cropScale = new Option<float?>("--crop-scale") { Description = "Smallest area fraction of the large random crops (default: the views' recipe, 0.08 for SimCLR, 0.2 for MoCo, 0.14 for SwAV)." };
         var margin = new Option<float?>("--margin") { Description = "margin: distance beyond which negatives are not pushed (unit vectors; default 1)." };
-        var command = new Command("train", "Train an encoder without labels (SimCLR, MoCo), with a kNN monitor, checkpoints and metrics.")
+        var partialRate = new Option<double?>("--partial-rate") { Description = "pico: q, the probability that a wrong class joins an image's candidate label set (default 0.1)." };
+        var lossWeight = new Option<float?>("--loss-weight") { Description = "pico: lambda, the weight of the contrastive term (default 0.5)." };
+        var prototypeStart = new Option<int?>("--prototype-start-epoch") { Description = "pico: the epoch from which labels are disambiguated by the prototypes (default 1); MoCo's loss before it." };
+        var command = new Command("train", "Train an encoder without labels (SimCLR, MoCo, SwAV) or with partial labels (PiCO), with a kNN monitor, checkpoints and metrics.")
         {
             method, backbone, width, stem, dataset, dataDir, imageSize, trainImages, epochs, batch, lr, optimizer, weightDecay, warmup, views, temperature,
             device, precision, output, seed, resume, knnEvery, knnBank, workers,
             queue, momentum, momentumCosine, symmetric, prototypes, smallCrops, queueStart, freezePrototypes, margin, cropScale,
+            partialRate, lossWeight, prototypeStart,
         };
         command.SetAction(parse => Run(
             new Request(
@@ -99,6 +103,9 @@ public static class TrainCommand
                     QueueStartEpoch = parse.GetValue(queueStart),
                     FreezePrototypesEpochs = parse.GetValue(freezePrototypes),
                     Margin = parse.GetValue(margin),
+                    PartialRate = parse.GetValue(partialRate),
+                    LossWeight = parse.GetValue(lossWeight),
+                    PrototypeStartEpoch = parse.GetValue(prototypeStart),
                 }),
             parse.InvocationConfiguration.Output,
             parse.InvocationConfiguration.Error));
@@ -164,7 +171,7 @@ public static class TrainCommand
                 WidthMultiplier = request.Width,
                 Stem = request.Stem == "imagenet" || (request.Stem == "auto" && !smallImages) ? ResNetStem.ImageNet : ResNetStem.Cifar,
             };
-            var method = MethodCatalog.Create(request.Method, request.Settings with { SmallImages = smallImages });
+            var method = MethodCatalog.Create(request.Method, request.Settings with { SmallImages = smallImages, Classes = train.ClassNames.Count });
             var optimizerName = request.Optimizer == "auto" ? method.DefaultOptimizer(smallImages) : request.Optimizer;
             var outputDirectory = request.Out ?? Path.Combine("runs", request.Method);
             var options = new TrainingOptions

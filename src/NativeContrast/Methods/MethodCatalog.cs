@@ -37,12 +37,24 @@ public sealed record MethodSettings
 
     /// <summary>The margin of the margin (pairwise) loss.</summary>
     public float? Margin { get; init; }
+
+    /// <summary>Classes of the training set (PiCO's classifier and candidate sets).</summary>
+    public int Classes { get; init; }
+
+    /// <summary>PiCO's q: the probability that a wrong class joins a candidate set.</summary>
+    public double? PartialRate { get; init; }
+
+    /// <summary>PiCO's λ, the weight of the contrastive term.</summary>
+    public float? LossWeight { get; init; }
+
+    /// <summary>PiCO's prot_start: the epoch from which labels are disambiguated.</summary>
+    public int? PrototypeStartEpoch { get; init; }
 }
 
 /// <summary>Creates a method by the name the CLI and checkpoints use.</summary>
 public static class MethodCatalog
 {
-    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-v2", "moco", "mocov2", "swav", "margin"];
+    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-v2", "moco", "mocov2", "swav", "margin", "pico"];
 
     /// <summary>solo-learn's SimCLR temperature for CIFAR-size images.</summary>
     public const float SmallImageTemperature = 0.2f;
@@ -104,6 +116,19 @@ public static class MethodCatalog
                 });
             case "margin":
                 return new MarginContrastive(new MarginOptions { Margin = settings.Margin ?? 1f, Augmentations = Views("simclr") });
+            case "pico":
+                var pico = new PicoOptions();
+                return new Pico(pico with
+                {
+                    Classes = settings.Classes,
+                    PartialRate = settings.PartialRate ?? pico.PartialRate,
+                    Temperature = settings.Temperature ?? pico.Temperature,
+                    LossWeight = settings.LossWeight ?? pico.LossWeight,
+                    QueueLength = settings.QueueLength ?? pico.QueueLength,
+                    Momentum = settings.Momentum ?? pico.Momentum,
+                    PrototypeStartEpoch = settings.PrototypeStartEpoch ?? pico.PrototypeStartEpoch,
+                    Augmentations = Views(pico.Augmentations),
+                });
             default:
                 throw new ArgumentException($"unknown method '{name}'; choose one of {string.Join(", ", Names)}", nameof(name));
         }

@@ -15,16 +15,22 @@ public sealed class MomentumEncoder : IDisposable
     private readonly ArenaLayout _layout = new();
     private readonly ResNet _backbone;
     private readonly MlpHead _head;
+    private readonly LinearHead? _classifier;
     private readonly Sequential _model;
     private ParameterArena? _student;
     private ParameterArena? _arena;
     private Plan? _plan;
 
     /// <summary>Declares the copy of <paramref name="backbone"/> + a head of <paramref name="head"/>'s options (the student's head named "projector").</summary>
-    public MomentumEncoder(ResNet backbone, MlpHeadOptions head)
+    /// <param name="classes">
+    /// When positive, also a linear "classifier" on the backbone's features after the head, as PiCO's student declares
+    /// it: the layouts must match for the EMA, so the copy follows the classifier too (keys never use it).
+    /// </param>
+    public MomentumEncoder(ResNet backbone, MlpHeadOptions head, int classes = 0)
     {
         _backbone = new ResNet(_layout, backbone.Options, backbone.Name);
         _head = new MlpHead(_layout, head);
+        _classifier = classes > 0 ? new LinearHead(_layout, backbone.FeatureDim, classes, bias: true, "classifier") : null;
         _model = new Sequential(_backbone, _head);
     }
 
@@ -43,6 +49,7 @@ public sealed class MomentumEncoder : IDisposable
         _student = student;
         _arena = new ParameterArena(student.Backend, _layout, optimizerStateSlots: 0);
         _model.Bind(_arena);
+        _classifier?.Bind(_arena);
     }
 
     /// <summary>teacher ← student, values and buffers (MoCo's start); call after the student is initialised.</summary>
@@ -64,6 +71,7 @@ public sealed class MomentumEncoder : IDisposable
         _plan?.Dispose();
         _backbone.Dispose();
         _head.Dispose();
+        _classifier?.Dispose();
         _arena?.Dispose();
     }
 }

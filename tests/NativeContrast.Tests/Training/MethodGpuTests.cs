@@ -10,7 +10,7 @@ using NativeContrast.Tensors;
 using NativeContrast.Tests.Support;
 
 /// <summary>
-/// Two whole steps of MoCo v2, SwAV and the margin baseline on the GPU against the CPU oracle: forward of every
+/// Two whole steps of MoCo v2, SwAV, SimCLR v2's memory, the margin baseline and PiCO on the GPU against the CPU oracle: forward of every
 /// crop, the fused losses, backward, SGD with the fused EMA, the methods' hooks (frozen then normalised
 /// prototypes), the key queue. Awkward sizes: 13 images of 20 px (small crops of 8 px).
 /// </summary>
@@ -25,6 +25,7 @@ public class MethodGpuTests : GpuTestBase
         "swav" => new Swav(new SwavOptions { Prototypes = 37, SmallCrops = 2, QueueLength = 26, FreezePrototypesEpochs = 0.5, Augmentations = "swav-cifar" }),
         "simclr-v2-memory" => new SimClr(SimClrOptions.V2 with { Precision = MatmulPrecision.Fp32, Temperature = 0.2f, QueueLength = 45, Momentum = 0.9f, Augmentations = "simclr-cifar" }),
         "margin" => new MarginContrastive(new MarginOptions { Margin = 1.2f, Augmentations = "simclr-cifar" }),
+        "pico" => new Pico(new PicoOptions { Classes = 10, PartialRate = 0.4, QueueLength = 31, Momentum = 0.9f, Augmentations = "simclr-cifar" }),
         _ => throw new ArgumentException(name),
     };
 
@@ -32,6 +33,10 @@ public class MethodGpuTests : GpuTestBase
     {
         private readonly ArenaLayout _layout = new();
         private readonly List<Tensor> _views = [];
+
+        // PiCO reads the training set's labels; one epoch a step, so step 0 is its warm-up and step 1 disambiguates.
+        private readonly PackedImageDataset _data = BuiltinShapes.Create(40, 20, seed: 2);
+        private readonly int[] _indices = [.. Enumerable.Range(0, Batch).Select(i => (i * 3) + 1)];
 
         public ResNet Backbone { get; private set; } = null!;
 
@@ -54,7 +59,8 @@ public class MethodGpuTests : GpuTestBase
             Backbone.Initialize(5);
             Method.Initialize(5);
             Preset = Method.Augmentations(20);
-            Method.Prepare(new MethodContext(backend, Backbone, Preset, Batch, 3, 5, StepsPerEpoch: 2, TotalSteps: 8, DatasetImages: 40));
+            var stepsPerEpoch = name == "pico" ? 1 : 2;
+            Method.Prepare(new MethodContext(backend, Backbone, Preset, Batch, 3, 5, stepsPerEpoch, TotalSteps: 8, DatasetImages: 40, Dataset: _data));
             Sgd = new Sgd(Arena, learningRate: 0.1f, momentum: 0.9f, weightDecay: 1e-4f);
             return this;
         }
@@ -74,7 +80,8 @@ public class MethodGpuTests : GpuTestBase
                 counts.Add(count);
             }
             Sgd.ZeroGradients();
-            var stats = ContrastiveStats.Read(backend, Method.TrainingStep(new ViewGroups(groups, counts, Batch, step)));
+            var labels = _indices.Select(_data.GetLabel).ToArray();
+            var stats = ContrastiveStats.Read(backend, Method.TrainingStep(new ViewGroups(groups, counts, Batch, step, _indices, labels)));
             Method.BeforeOptimizerStep(step);
             Sgd.Step(Method.Teacher);
             Method.AfterOptimizerStep(step);
@@ -91,6 +98,7 @@ public class MethodGpuTests : GpuTestBase
             Method.Dispose();
             Backbone.Dispose();
             Arena.Dispose();
+            _data.Dispose();
         }
     }
 
@@ -99,6 +107,7 @@ public class MethodGpuTests : GpuTestBase
     [TestCase("swav")]
     [TestCase("simclr-v2-memory")]
     [TestCase("margin")]
+    [TestCase("pico")]
     public void TwoStepsMatchTheCpu(string name)
     {
         Gpu.GemmPrecision = MatmulPrecision.Fp32;
