@@ -37,12 +37,15 @@ public sealed record MethodSettings
 
     /// <summary>The margin of the margin (pairwise) loss.</summary>
     public float? Margin { get; init; }
+
+    /// <summary>Classes of the labels, for the methods that train a classifier (supervised): the data set's.</summary>
+    public int? Classes { get; init; }
 }
 
 /// <summary>Creates a method by the name the CLI and checkpoints use.</summary>
 public static class MethodCatalog
 {
-    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-v2", "moco", "mocov2", "swav", "margin"];
+    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-v2", "moco", "mocov2", "swav", "margin", "supervised"];
 
     /// <summary>solo-learn's SimCLR temperature for CIFAR-size images.</summary>
     public const float SmallImageTemperature = 0.2f;
@@ -104,6 +107,12 @@ public static class MethodCatalog
                 });
             case "margin":
                 return new MarginContrastive(new MarginOptions { Margin = settings.Margin ?? 1f, Augmentations = Views("simclr") });
+            case "supervised":
+                return new Supervised(new SupervisedOptions
+                {
+                    Classes = settings.Classes ?? throw new ArgumentException("supervised training needs the number of classes (a labelled data set)", nameof(settings)),
+                    Augmentations = settings.Augmentations ?? (small ? "supervised-cifar" : "supervised"),
+                });
             default:
                 throw new ArgumentException($"unknown method '{name}'; choose one of {string.Join(", ", Names)}", nameof(name));
         }
