@@ -146,10 +146,10 @@ public sealed class Distillation(DistillationOptions options, Module teacher, La
         return _stats.Write(loss, s, _teacherClasses);
     }
 
-    public override string DescribeOptions() => HeadJson.Object(json =>
+    public override string DescribeOptions() => MethodJson.Object(json =>
     {
         json.WriteNumber("classes", Options.Classes);
-        HeadJson.Write(json, null);
+        MethodJson.WriteHead(json, null);
         json.WriteNumber("temperature", Options.Temperature);
         json.WriteNumber("label_weight", Options.LabelWeight);
         json.WriteString("labels", labelled is null ? null : $"{labelled.Budget}, seed {labelled.Seed.ToString(CultureInfo.InvariantCulture)}");

@@ -147,16 +147,16 @@ public sealed class Supervised(SupervisedOptions options) : Method
         return _stats.Write(_stats.Read(_loss.Loss), logits, labels);
     }
 
-    public override string DescribeOptions() => HeadJson.Object(json =>
+    public override string DescribeOptions() => MethodJson.Object(json =>
     {
         json.WriteNumber("classes", Options.Classes);
-        HeadJson.Write(json, Options.Head);
+        MethodJson.WriteHead(json, Options.Head);
         json.WriteString("pretrained", Options.Pretrained);
         json.WriteString("augmentations", Options.Augmentations);
     });
 
     /// <summary>Every image of a full batch has a label in [0, classes): the methods that read labels fail loudly instead of training on NaN.</summary>
-    internal static void CheckLabels(ReadOnlySpan<int> labels, ReadOnlySpan<int> indices, int batchSize, int classes, string method)
+    private static void CheckLabels(ReadOnlySpan<int> labels, ReadOnlySpan<int> indices, int batchSize, int classes, string method)
     {
         if (labels.Length != batchSize)
         {

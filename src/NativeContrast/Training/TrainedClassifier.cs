@@ -62,7 +62,7 @@ public sealed class TrainedClassifier : IDisposable
                 throw new CheckpointException(path, null, $"the checkpoint's method ({spec.Method}) has no classifier: give a run of 'nativecontrast finetune', 'distill' or 'train --method supervised'");
             }
             classes = count.GetInt32();
-            headOptions = HeadJson.Read(document.RootElement);
+            headOptions = MethodJson.ReadHead(document.RootElement);
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
         {

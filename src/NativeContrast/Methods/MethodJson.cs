@@ -4,12 +4,13 @@ using System.Text.Json;
 using NativeContrast.Nn;
 
 /// <summary>
-/// The head between a backbone and a classifier as the methods record it in checkpoints (their "method" section, key
-/// "head"): the <see cref="MlpHeadOptions"/> of the head's layers, or null. <see cref="Training.TrainedClassifier"/> reads it back.
+/// The "method" section of checkpoints as the methods with a classifier write it: a JSON object with "classes" and
+/// "head", the <see cref="MlpHeadOptions"/> of the layers between the backbone and the linear classifier (or null), which
+/// <see cref="Training.TrainedClassifier"/> reads back to rebuild the network.
 /// </summary>
-public static class HeadJson
+public static class MethodJson
 {
-    public static void Write(Utf8JsonWriter json, MlpHeadOptions? head)
+    public static void WriteHead(Utf8JsonWriter json, MlpHeadOptions? head)
     {
         ArgumentNullException.ThrowIfNull(json);
         if (head is null)
@@ -29,7 +30,7 @@ public static class HeadJson
     }
 
     /// <summary>The head of a method section's object; null when it has none. Throws <see cref="KeyNotFoundException"/> on a malformed head.</summary>
-    public static MlpHeadOptions? Read(JsonElement section)
+    public static MlpHeadOptions? ReadHead(JsonElement section)
     {
         if (!section.TryGetProperty("head", out var head) || head.ValueKind == JsonValueKind.Null)
         {
