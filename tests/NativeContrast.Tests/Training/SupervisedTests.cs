@@ -9,6 +9,7 @@ using NativeContrast.Methods;
 using NativeContrast.Nn;
 using NativeContrast.Optim;
 using NativeContrast.Tensors;
+using NativeContrast.Tests.Losses;
 using NativeContrast.Tests.Nn;
 using NativeContrast.Tests.Support;
 using NativeContrast.Training;
@@ -266,6 +267,45 @@ public class SupervisedTests
         Assert.That(steps[^1].Loss, Is.LessThan(steps[0].Loss - 0.1f), $"losses {string.Join(", ", steps.Select(s => s.Loss))}");
         Assert.That(steps[^1].Top1Accuracy, Is.GreaterThan(steps[0].Top1Accuracy), "the student agrees with the teacher more often");
         Assert.That(teacherArena.Values.Span.ToArray(), Is.EqualTo(before), "the teacher is frozen, BatchNorm statistics included");
+    }
+
+    [Test]
+    public void TheLabelTermAddsTheCrossEntropyOfTheBatchsLabelledImages()
+    {
+        using var backend = new CpuBackend();
+        var layout = new ArenaLayout();
+        var teacherBackbone = new ResNet(layout, TinyRun.Backbone, "backbone");
+        using var teacher = new Sequential(teacherBackbone, LinearHead.Classifier(layout, teacherBackbone.FeatureDim, 10, "classifier"));
+        using var teacherArena = new ParameterArena(backend, layout, optimizerStateSlots: 0);
+        teacher.Bind(teacherArena);
+        teacher.Initialize(9);
+        // The batch is images 100..107 of a set labelled i % 10; the subset holds some of them.
+        using var source = BuiltinShapes.Create(120, 8);
+        var subset = LabelledSubset.Draw(source, LabelBudget.Parse("6"), seed: 2);
+        var labelled = Enumerable.Range(0, Assembly.Batch).Where(i => subset.Contains(100 + i)).ToArray();
+        Assert.That(labelled, Is.Not.Empty.And.Length.LessThan(Assembly.Batch), "a batch with labelled and unlabelled images");
+        const float temperature = 2f, weight = 0.5f;
+        var distillation = new Distillation(new DistillationOptions { Classes = 10, Temperature = temperature, LabelWeight = weight, Augmentations = "supervised-cifar" }, teacher, subset);
+        using var run = new Assembly(distillation, backend);
+        var stats = ContrastiveStats.Read(backend, distillation.TrainingStep(new ViewGroups([run.Views], [1], Assembly.Batch, 0, Enumerable.Range(100, 8).ToArray(), Enumerable.Range(0, 8).ToArray())));
+
+        // The same logits again: the teacher in eval mode, the student in training mode (batch statistics).
+        var shape = run.Views.Shape;
+        using var teacherPlan = teacher.Plan(shape);
+        var t = Array.ConvertAll(Numerics.ToArray(backend, teacherPlan.Forward(run.Views, training: false)), v => (double)v);
+        var student = new Sequential(run.Backbone, distillation.Classifier!);
+        student.Bind(run.Arena);
+        using var studentPlan = student.Plan(shape);
+        var s = Array.ConvertAll(Numerics.ToArray(backend, studentPlan.Forward(run.Views, training: true)), v => (double)v);
+        var soft = DistillationLossTests.Reference(s, DistillationLossTests.Softmax(t, 8, 10, temperature), 8, 10, temperature);
+        var crossEntropy = labelled.Average(i =>
+        {
+            var row = s.AsSpan(i * 10, 10).ToArray();
+            var max = row.Max();
+            return max + Math.Log(row.Sum(v => Math.Exp(v - max))) - row[i];
+        });
+        Assert.That(stats.Loss, Is.EqualTo(soft + (weight * crossEntropy)).Within(1e-5 * (soft + crossEntropy)));
+        Assert.That(Numerics.ToArray(backend, distillation.Loss.Loss)[0], Is.EqualTo(soft).Within(1e-5 * soft), "the soft term alone");
     }
 
     /// <summary>Trains simclr-v2 for an epoch on the tiny run into <paramref name="folder"/> and reads it back to fine-tune.</summary>
