@@ -71,6 +71,8 @@ public static class Program
             PreviewCommand.Create(),
             ExportTorchvisionCommand.Create(),
             TrainCommand.Create(),
+            FinetuneCommand.Create(),
+            DistillCommand.Create(),
             EvalCommand.Create(),
             EmbedCommand.Create(),
         };

@@ -133,13 +133,7 @@ internal static class CheckpointOptions
             using var trained = TrainedBackbone.Load(checkpoint, backend);
             var spec = trained.Spec;
             var name = datasetName ?? spec.Dataset;
-            var options = new DatasetOptions
-            {
-                DataDirectory = dataDir,
-                ImageSize = name == "builtin" || name == "folder" ? spec.ImageSize : null,
-                BuiltinCount = spec.BuiltinImages > 0 ? spec.BuiltinImages : new DatasetOptions().BuiltinCount,
-                Seed = spec.Seed,
-            };
+            var options = spec.DatasetOptions(name, dataDir);
             using var train = DatasetCatalog.Open(name, DatasetSplit.Train, options);
             using var test = DatasetCatalog.Open(name, DatasetSplit.Test, options);
             if (train.Shape.Channels != spec.InputChannels)

@@ -3,10 +3,8 @@ namespace NativeContrast.Cli.Commands;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using NativeContrast.Backends;
 using NativeContrast.Checkpoints;
-using NativeContrast.Cli.Reports;
 using NativeContrast.Cuda;
 using NativeContrast.Data;
 using NativeContrast.Eval;
@@ -16,9 +14,10 @@ using NativeContrast.Training;
 using Spectre.Console;
 
 /// <summary>
-/// `nativecontrast train`: a self-supervised run with a progress bar, metrics (metrics.jsonl), a plot
-/// (training.png), a checkpoint every epoch, the encoder exported with torchvision's names, and a summary that
-/// puts the kNN accuracy beside the raw-pixel baseline. The defaults train on the built-in set in a few minutes
+/// `nativecontrast train`: a self-supervised run (or a supervised one, --method supervised, optionally on a
+/// class-balanced --labels subset) with a progress bar, metrics (metrics.jsonl), a plot (training.png), a checkpoint
+/// every epoch, the encoder exported with torchvision's names, and a summary that puts the kNN accuracy beside the
+/// raw-pixel baseline (and a classifier's test accuracy when the method has one). The defaults train on the built-in set in a few minutes
 /// on a CPU. Ctrl+C writes a checkpoint of the exact position; --resume continues from it.
 /// </summary>
 public static class TrainCommand
@@ -27,7 +26,7 @@ public static class TrainCommand
 
     public static Command Create()
     {
-        var method = new Option<string>("--method") { Description = "Self-supervised method.", DefaultValueFactory = _ => "simclr" };
+        var method = new Option<string>("--method") { Description = "Training method: self-supervised, or supervised (cross-entropy on the labels; the baseline for fine-tuning).", DefaultValueFactory = _ => "simclr" };
         method.AcceptOnlyFromAmong([.. MethodCatalog.Names]);
         var backbone = new Option<string>("--backbone") { Description = "ResNet architecture.", DefaultValueFactory = _ => Defaults.Backbone };
         backbone.AcceptOnlyFromAmong([.. ResNetOptions.Names]);
@@ -75,11 +74,13 @@ public static class TrainCommand
         var partialRate = new Option<double?>("--partial-rate") { Description = "pico: q, the probability that a wrong class joins an image's candidate label set (default 0.1)." };
         var lossWeight = new Option<float?>("--loss-weight") { Description = "pico: lambda, the weight of the contrastive term (default 0.5)." };
         var prototypeStart = new Option<int?>("--prototype-start-epoch") { Description = "pico: the epoch from which labels are disambiguated by the prototypes (default 1); MoCo's loss before it." };
-        var command = new Command("train", "Train an encoder without labels (SimCLR, MoCo, SwAV) or with partial labels (PiCO), with a kNN monitor, checkpoints and metrics.")
+        var labels = new Option<string?>("--labels") { Description = "Train on a class-balanced labelled subset of the train split: a percentage (1%, 10%) or images per class (100)." };
+        var labelsSeed = new Option<ulong>("--labels-seed") { Description = "Seed of the --labels subset's draw (the same seed gives the same images on any machine).", DefaultValueFactory = _ => 0 };
+        var command = new Command("train", "Train an encoder without labels (SimCLR, MoCo, SwAV), with partial labels (PiCO) or with labels (supervised), with a kNN monitor, checkpoints and metrics.")
         {
             method, backbone, width, stem, dataset, dataDir, imageSize, trainImages, epochs, batch, lr, optimizer, weightDecay, warmup, views, temperature,
             device, precision, output, seed, resume, knnEvery, knnBank, workers,
-            queue, momentum, momentumCosine, symmetric, prototypes, smallCrops, queueStart, freezePrototypes, margin, cropScale,
+            queue, momentum, momentumCosine, symmetric, prototypes, smallCrops, queueStart, freezePrototypes, margin, cropScale, labels, labelsSeed,
             partialRate, lossWeight, prototypeStart,
         };
         command.SetAction(parse => Run(
@@ -90,6 +91,7 @@ public static class TrainCommand
                 parse.GetValue(weightDecay), parse.GetValue(warmup), parse.GetValue(views), parse.GetValue(temperature), parse.GetRequiredValue(device),
                 parse.GetRequiredValue(precision), parse.GetValue(output), parse.GetRequiredValue(seed), parse.GetValue(resume),
                 parse.GetRequiredValue(knnEvery), parse.GetValue(knnBank), parse.GetRequiredValue(workers), parse.GetValue(cropScale),
+                parse.GetValue(labels), parse.GetRequiredValue(labelsSeed),
                 new MethodSettings
                 {
                     Temperature = parse.GetValue(temperature),
@@ -126,7 +128,8 @@ public static class TrainCommand
     private sealed record Request(
         string Method, string Backbone, double Width, string Stem, string Dataset, string? DataDir, int? ImageSize, int? TrainImages,
         int Epochs, int Batch, float? Lr, string Optimizer, float? WeightDecay, double? WarmupEpochs, string? Views, float? Temperature, string Device,
-        string Precision, string? Out, ulong Seed, string? Resume, int KnnEvery, int? KnnBank, int Workers, float? CropScale, MethodSettings Settings);
+        string Precision, string? Out, ulong Seed, string? Resume, int KnnEvery, int? KnnBank, int Workers, float? CropScale, string? Labels, ulong LabelsSeed,
+        MethodSettings Settings);
 
     private static int Run(Request request, TextWriter output, TextWriter error)
     {
@@ -143,16 +146,7 @@ public static class TrainCommand
         using var backend = choice.Backend;
         backend.GemmPrecision = Precision(request.Precision);
         console.WriteLine($"backend    {choice.Reason}");
-        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Program.CallerCancellation);
-        // The first Ctrl+C (SIGINT) or SIGTERM (a scheduler's preemption) stops after the current step and writes a
-        // checkpoint; a second one ends the process at once.
-        void OnSignal(PosixSignalContext context)
-        {
-            context.Cancel = !cancel.IsCancellationRequested;
-            cancel.Cancel();
-        }
-        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
-        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        using var session = new TrainingSession();
         try
         {
             var dataOptions = new DatasetOptions
@@ -171,7 +165,7 @@ public static class TrainCommand
                 WidthMultiplier = request.Width,
                 Stem = request.Stem == "imagenet" || (request.Stem == "auto" && !smallImages) ? ResNetStem.ImageNet : ResNetStem.Cifar,
             };
-            var method = MethodCatalog.Create(request.Method, request.Settings with { SmallImages = smallImages, Classes = train.ClassNames.Count });
+            var method = MethodCatalog.Create(request.Method, request.Settings with { SmallImages = smallImages, Classes = train.HasLabels ? TrainingSession.Classes(train) : null });
             var optimizerName = request.Optimizer == "auto" ? method.DefaultOptimizer(smallImages) : request.Optimizer;
             var outputDirectory = request.Out ?? Path.Combine("runs", request.Method);
             var options = new TrainingOptions
@@ -188,21 +182,19 @@ public static class TrainCommand
                 KnnEveryEpochs = request.KnnEvery,
                 KnnBankImages = request.KnnBank,
                 CropScaleMin = request.CropScale,
+                Labels = request.Labels is { } budget ? LabelBudget.Parse(budget) : null,
+                LabelsSeed = request.LabelsSeed,
             };
             using var trainer = new Trainer(backend, method, request.Backbone, backboneOptions, train, test, options, request.Dataset);
             if (request.Resume is { } resume)
             {
                 trainer.Resume(TrainedBackbone.Resolve(resume));
             }
-            var reporter = new ProgressReporter(console, live: ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected);
-            var result = reporter.Show(() => trainer.Run(reporter, cancel.Token));
-            var plot = TrainingPlot.Write(outputDirectory, $"{trainer.Spec.Method} {request.Backbone} x{request.Width.ToString(CultureInfo.InvariantCulture)} on {request.Dataset}");
-            if (result.Interrupted)
+            if (session.Run(console, output, trainer, outputDirectory, $"{trainer.Spec.Method} {request.Backbone} x{request.Width.ToString(CultureInfo.InvariantCulture)} on {request.Dataset}") is not (var result, var plot))
             {
-                console.WriteLine($"interrupted at step {result.Steps}: checkpoint {result.CheckpointPath}; continue with --resume {outputDirectory}");
                 return Interrupted;
             }
-            Summarize(console, trainer, result, train, test, plot);
+            Summarize(console, trainer, result, test, plot);
             return Program.Success;
         }
         catch (NonFiniteLossException e)
@@ -227,15 +219,18 @@ public static class TrainCommand
         _ => MatmulPrecision.Tf32,
     };
 
-    /// <summary>The end-of-run table: the run, the kNN monitor, and the raw-pixel kNN on the same bank and test images.</summary>
-    private static void Summarize(IAnsiConsole console, Trainer trainer, TrainingResult result, IImageDataset train, IImageDataset? test, string plot)
+    /// <summary>The end-of-run table: the run, the classifier's test accuracy, the kNN monitor, and the raw-pixel kNN on the same bank and test images.</summary>
+    private static void Summarize(IAnsiConsole console, Trainer trainer, TrainingResult result, IImageDataset? test, string plot)
     {
-        var table = new Table().AddColumn("run").AddColumn(new TableColumn("value"));
-        table.AddRow("method", Markup.Escape(trainer.Description));
-        table.AddRow("steps", Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"{result.Steps} ({result.EpochsCompleted} epochs) in {result.Seconds:F1} s, {result.ImagesPerSecond:F0} images/s")));
+        var table = TrainingSession.Summary(trainer, result);
+        if (result.Classifier is { } classifier)
+        {
+            table.AddRow("test top-1 (classifier)", TrainingSession.Percent(classifier));
+        }
         if (result.Knn is { } knn && test is not null)
         {
             var clock = Stopwatch.StartNew();
+            var train = trainer.Train;
             var stats = train.Stats;
             var raw = new KnnClassifier(trainer.Options.KnnNeighbours, trainer.Options.KnnTemperature)
                 .Evaluate(FeatureSet.FromPixels(train, stats, trainer.Options.KnnBankImages), FeatureSet.FromPixels(test, stats));
@@ -243,7 +238,7 @@ public static class TrainCommand
             table.AddRow("kNN top-1 (raw pixels)", string.Create(CultureInfo.InvariantCulture, $"{100 * raw.Top1:F2}%  (top-5 {100 * raw.Top5:F2}%, {clock.Elapsed.TotalSeconds:F1} s)"));
             table.AddRow("encoder vs pixels", string.Create(CultureInfo.InvariantCulture, $"{100 * (knn.Top1 - raw.Top1):+0.00;-0.00} points"));
         }
-        table.AddRow("files", Markup.Escape($"{result.CheckpointPath}, {result.EncoderPath}, {Path.Combine(trainer.Options.OutputDirectory!, MetricsLog.FileName)}, {plot}"));
+        TrainingSession.AddFiles(table, trainer, result, plot);
         console.Write(table);
     }
 }

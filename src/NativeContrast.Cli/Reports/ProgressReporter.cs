@@ -66,7 +66,8 @@ public sealed class ProgressReporter(IAnsiConsole console, bool live) : ITrainin
     public void EpochCompleted(EpochMetrics m)
     {
         var knn = m.Knn is { } a ? string.Create(CultureInfo.InvariantCulture, $"  kNN top-1 {100 * a.Top1:F2}%") : "";
-        console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"epoch {m.Epoch + 1}/{_start?.Epochs}: loss {m.MeanLoss:F4}{knn}  {m.Seconds:F1} s, {m.ImagesPerSecond:F0} img/s"));
+        var test = m.Classifier is { } c ? string.Create(CultureInfo.InvariantCulture, $"  test top-1 {100 * c.Top1:F2}%") : "";
+        console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"epoch {m.Epoch + 1}/{_start?.Epochs}: loss {m.MeanLoss:F4}{test}{knn}  {m.Seconds:F1} s, {m.ImagesPerSecond:F0} img/s"));
     }
 
     public void Message(string line) => console.WriteLine(line);

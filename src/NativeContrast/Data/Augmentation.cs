@@ -83,7 +83,7 @@ public sealed record ViewRecipe
     }
 }
 
-/// <summary>A method's set of views per image: two for SimCLR, MoCo and BYOL, 2 + V for SwAV's multi-crop.</summary>
+/// <summary>A method's set of views per image: two for SimCLR, MoCo and BYOL, 2 + V for SwAV's multi-crop, one for supervised training.</summary>
 public sealed record AugmentationPreset(string Name, IReadOnlyList<ViewRecipe> Views)
 {
     public int ViewCount => Views.Count;
@@ -97,7 +97,7 @@ public sealed record AugmentationPreset(string Name, IReadOnlyList<ViewRecipe> V
 /// </summary>
 public static class AugmentationPresets
 {
-    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-cifar", "mocov1", "mocov2", "byol", "swav", "swav-cifar"];
+    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-cifar", "mocov1", "mocov2", "byol", "swav", "swav-cifar", "supervised", "supervised-cifar"];
 
     /// <summary>The preset named <paramref name="name"/> (see <see cref="Names"/>) with large crops of <paramref name="size"/>.</summary>
     public static AugmentationPreset Create(string name, int size, int smallCrops = 6) => name.ToLowerInvariant() switch
@@ -109,6 +109,8 @@ public static class AugmentationPresets
         "byol" => Byol(size),
         "swav" => Swav(size, smallCrops),
         "swav-cifar" => SwavCifar(size, smallCrops),
+        "supervised" => Supervised(size),
+        "supervised-cifar" => SupervisedCifar(size),
         _ => throw new ArgumentException($"unknown augmentation preset '{name}'; choose one of {string.Join(", ", Names)}", nameof(name)),
     };
 
@@ -220,6 +222,18 @@ public static class AugmentationPresets
             .ToList();
         return new AugmentationPreset("swav-cifar", views);
     }
+
+    /// <summary>
+    /// One view per image for supervised training, fine-tuning and distillation: torchvision's ImageNet training transform
+    /// (RandomResizedCrop at scale (0.08, 1), flip), which SimCLR also fine-tunes with; no colour distortion.
+    /// </summary>
+    public static AugmentationPreset Supervised(int size) => new("supervised", [new ViewRecipe { Size = size }]);
+
+    /// <summary>
+    /// <see cref="Supervised"/> for small images: crops of at least a quarter of the image (scale (0.25, 1)) and flip,
+    /// standing in for CIFAR's pad-4 random crop, which the view recipe does not have.
+    /// </summary>
+    public static AugmentationPreset SupervisedCifar(int size) => new("supervised-cifar", [new ViewRecipe { Size = size, ScaleMin = 0.25f }]);
 
     /// <summary>
     /// SwAV's small crop keeps ImageNet's 96/224 ratio, rounded to a multiple of 8 (at least 8) so that convolution

@@ -31,7 +31,7 @@ public sealed record ViewGroups(
 public sealed record MethodContext(IBackend Backend, ResNet Backbone, AugmentationPreset Preset, int BatchSize, int Channels, ulong Seed, int StepsPerEpoch = 1, long TotalSteps = 1, int DatasetImages = int.MaxValue, IImageDataset? Dataset = null);
 
 /// <summary>
-/// A self-supervised method as a short composition, in the shape of solo-learn's methods: its defaults, its heads, its
+/// A training method (self-supervised, or supervised on labels: fine-tuning, distillation) as a short composition, in the shape of solo-learn's methods: its defaults, its heads, its
 /// loss calls and its own state. The <c>Trainer</c> owns everything else in a fixed order:
 /// <list type="number">
 /// <item>construction: the trainer declares the backbone under "backbone.", then <see cref="Build"/> adds the heads;</item>
@@ -39,7 +39,8 @@ public sealed record MethodContext(IBackend Backend, ResNet Backbone, Augmentati
 /// <item>each step: gradients zeroed, <see cref="TrainingStep"/> (forward, loss, backward), the loss read and checked,
 /// <see cref="BeforeOptimizerStep"/>, the optimiser step (with <see cref="Teacher"/>'s EMA fused in),
 /// <see cref="AfterOptimizerStep"/>;</item>
-/// <item>evaluation taps the backbone on clean images; checkpoints hold the arena and <see cref="StateTensors"/>.</item>
+/// <item>evaluation taps the backbone on clean images (the kNN monitor, and <see cref="Classifier"/> when the method has
+/// one); checkpoints hold the arena and <see cref="StateTensors"/>.</item>
 /// </list>
 /// Nothing below the methods knows which method runs.
 /// </summary>
@@ -75,6 +76,18 @@ public abstract class Method : IDisposable
     /// Returns the loss's statistics on the backend, [loss, mean positive cosine, contrastive top-1].
     /// </summary>
     public abstract Tensor TrainingStep(ViewGroups views);
+
+    /// <summary>
+    /// The method's classifier on the backbone's features, or null (the contrastive methods): a module chain from the
+    /// backbone's feature vector [N, FeatureDim] to class logits [N, classes] whose parameters live in the run's arena
+    /// (fine-tuning's head layers and linear layer, a distilled student's linear layer, PiCO's linear classifier). The
+    /// method builds, binds, initialises and disposes it. When it is set, the trainer scores it on the test split after
+    /// every epoch (the trainer's ClassifierEveryEpochs): backbone features of the clean test images, then this chain,
+    /// both in eval mode (BatchNorm on running statistics), every test image counted. That is the epoch's test
+    /// top-1/top-5 (metrics.jsonl "test_top1", "test_top5"; the CLI's progress lines and summary). The trainer plans the
+    /// chain for evaluation on its own, so the method's training plan is left as the last step left it.
+    /// </summary>
+    public virtual Module? Classifier => null;
 
     /// <summary>A momentum teacher whose EMA the optimiser fuses into its step (MoCo, BYOL); null for SimCLR.</summary>
     public virtual Ema? Teacher => null;

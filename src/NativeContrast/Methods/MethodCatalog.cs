@@ -38,8 +38,8 @@ public sealed record MethodSettings
     /// <summary>The margin of the margin (pairwise) loss.</summary>
     public float? Margin { get; init; }
 
-    /// <summary>Classes of the training set (PiCO's classifier and candidate sets).</summary>
-    public int Classes { get; init; }
+    /// <summary>Classes of the labels, for the methods that train a classifier (supervised, PiCO): the data set's.</summary>
+    public int? Classes { get; init; }
 
     /// <summary>PiCO's q: the probability that a wrong class joins a candidate set.</summary>
     public double? PartialRate { get; init; }
@@ -54,7 +54,7 @@ public sealed record MethodSettings
 /// <summary>Creates a method by the name the CLI and checkpoints use.</summary>
 public static class MethodCatalog
 {
-    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-v2", "moco", "mocov2", "swav", "margin", "pico"];
+    public static readonly IReadOnlyList<string> Names = ["simclr", "simclr-v2", "moco", "mocov2", "swav", "margin", "pico", "supervised"];
 
     /// <summary>solo-learn's SimCLR temperature for CIFAR-size images.</summary>
     public const float SmallImageTemperature = 0.2f;
@@ -120,7 +120,7 @@ public static class MethodCatalog
                 var pico = new PicoOptions();
                 return new Pico(pico with
                 {
-                    Classes = settings.Classes,
+                    Classes = settings.Classes ?? throw new ArgumentException("PiCO needs the number of classes (a labelled data set)", nameof(settings)),
                     PartialRate = settings.PartialRate ?? pico.PartialRate,
                     Temperature = settings.Temperature ?? pico.Temperature,
                     LossWeight = settings.LossWeight ?? pico.LossWeight,
@@ -128,6 +128,12 @@ public static class MethodCatalog
                     Momentum = settings.Momentum ?? pico.Momentum,
                     PrototypeStartEpoch = settings.PrototypeStartEpoch ?? pico.PrototypeStartEpoch,
                     Augmentations = Views(pico.Augmentations),
+                });
+            case "supervised":
+                return new Supervised(new SupervisedOptions
+                {
+                    Classes = settings.Classes ?? throw new ArgumentException("supervised training needs the number of classes (a labelled data set)", nameof(settings)),
+                    Augmentations = settings.Augmentations ?? (small ? "supervised-cifar" : "supervised"),
                 });
             default:
                 throw new ArgumentException($"unknown method '{name}'; choose one of {string.Join(", ", Names)}", nameof(name));

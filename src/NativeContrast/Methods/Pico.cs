@@ -114,8 +114,8 @@ public sealed class Pico(PicoOptions? options = null) : Method
 
     public override Ema? Teacher => _teacher?.Ema;
 
-    /// <summary>The linear classifier on the backbone's features, whose predictions are the method's output.</summary>
-    public LinearHead Classifier => _classifier ?? throw new InvalidOperationException("PiCO is not built yet");
+    /// <summary>The linear classifier on the backbone's features, whose predictions are the method's output; the trainer scores it on the test split.</summary>
+    public override Module? Classifier => _classifier;
 
     public LabelMaskedInfoNceLoss Loss => _loss ?? throw new InvalidOperationException("PiCO is not prepared yet");
 

@@ -4,7 +4,7 @@ using NativeContrast.Tensors;
 
 /// <summary>
 /// An MLP projector of <see cref="Layers"/> linear layers: hidden layers are Linear [→ BatchNorm1d] → ReLU, the
-/// last is Linear [→ BatchNorm1d]. SimCLR v1: 2 layers, no BN; SimCLR v2: 3 layers with BN everywhere
+/// last is Linear [→ BatchNorm1d] [→ ReLU]. SimCLR v1: 2 layers, no BN; SimCLR v2: 3 layers with BN everywhere
 /// (a linear followed by BN has no bias). Parameter names follow nn.Sequential's indices, e.g. projector.0.weight,
 /// projector.1.weight (BN), projector.3.weight, and the ReLU takes an index without parameters.
 /// </summary>
@@ -15,6 +15,20 @@ public sealed record MlpHeadOptions(int InputDim, int HiddenDim, int OutputDim)
     public bool HiddenBatchNorm { get; init; }
 
     public bool OutputBatchNorm { get; init; }
+
+    /// <summary>
+    /// A ReLU after the last layer too: the first layers of a deeper head, which end where a hidden layer ends (SimCLR v2
+    /// fine-tunes from the first of its projector's three layers, after its BN and ReLU).
+    /// </summary>
+    public bool OutputRelu { get; init; }
+
+    /// <summary>The head made of this head's first <paramref name="layers"/> layers (the same parameter names), ending after a hidden layer's ReLU unless it is the whole head.</summary>
+    public MlpHeadOptions FirstLayers(int layers)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(layers, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(layers, Layers);
+        return layers == Layers ? this : this with { Layers = layers, OutputDim = HiddenDim, OutputBatchNorm = HiddenBatchNorm, OutputRelu = true };
+    }
 }
 
 public sealed class MlpHead : Module
@@ -91,6 +105,9 @@ public sealed class MlpHead : Module
         }
     }
 
+    /// <summary>Whether layer <paramref name="i"/> ends in a ReLU: every hidden layer, and the last with <see cref="MlpHeadOptions.OutputRelu"/>.</summary>
+    private bool Relu(int i) => i < Layers - 1 || Options.OutputRelu;
+
     public override ModulePlan CreatePlan(PlanBuilder builder, TensorShape input)
     {
         var plan = new MlpPlan(Layers);
@@ -105,8 +122,8 @@ public sealed class MlpHead : Module
             {
                 plan.Norms[i] = norm.CreatePlan(builder, shape);
             }
-            // A layer's activation: BN (+ReLU) output, ReLU output, or (last layer without BN) the linear output itself.
-            plan.Activations[i] = _norms[i] is not null || !last ? builder.Allocate(shape, Join(Name, $"act{i}")) : plan.LinearOutputs[i];
+            // A layer's activation: BN (+ReLU) output, ReLU output, or (last layer without BN or ReLU) the linear output itself.
+            plan.Activations[i] = _norms[i] is not null || Relu(i) ? builder.Allocate(shape, Join(Name, $"act{i}")) : plan.LinearOutputs[i];
             // The backward alternates d(activation i) → d(linear i) → d(activation i − 1): one pool for each kind.
             // The last activation's gradient is the caller's dy.
             if (!last)
@@ -125,13 +142,12 @@ public sealed class MlpHead : Module
         var h = x;
         for (var i = 0; i < Layers; i++)
         {
-            var last = i == Layers - 1;
             _linears[i].Forward(h, plan.LinearOutputs[i]);
             if (_norms[i] is { } norm)
             {
-                norm.Forward(plan.Norms[i]!, plan.LinearOutputs[i], plan.Activations[i], training, relu: !last);
+                norm.Forward(plan.Norms[i]!, plan.LinearOutputs[i], plan.Activations[i], training, relu: Relu(i));
             }
-            else if (!last)
+            else if (Relu(i))
             {
                 Backend.Relu(plan.LinearOutputs[i], plan.Activations[i]);
             }
@@ -147,7 +163,6 @@ public sealed class MlpHead : Module
         var activationGradient = dy;
         for (var i = Layers - 1; i >= 0; i--)
         {
-            var last = i == Layers - 1;
             // d(linear output): through BN (+ReLU), through the ReLU, or dy itself for a plain last layer.
             var linearGradient = activationGradient;
             if (_norms[i] is { } norm)
@@ -155,7 +170,7 @@ public sealed class MlpHead : Module
                 linearGradient = plan.LinearGradients[i].Tensor;
                 norm.Backward(plan.Norms[i]!, plan.LinearOutputs[i], plan.Activations[i], activationGradient, linearGradient);
             }
-            else if (!last)
+            else if (Relu(i))
             {
                 linearGradient = plan.LinearGradients[i].Tensor;
                 Backend.ReluBackward(plan.Activations[i], activationGradient, linearGradient);

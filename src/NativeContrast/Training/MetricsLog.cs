@@ -6,7 +6,8 @@ using System.Text.Json;
 
 /// <summary>
 /// metrics.jsonl: one JSON object a line, {"type":"step",...} per optimiser step and {"type":"epoch",...} per epoch
-/// (step, epoch, loss, lr, pos_cos, top1, images_per_s; knn_top1 and knn_top5 when the monitor ran). A resumed run
+/// (step, epoch, loss, lr, pos_cos, top1, images_per_s; knn_top1 and knn_top5 when the monitor ran, test_top1 and
+/// test_top5 when the method's classifier was scored on the test split). A resumed run
 /// first drops the records at or after the checkpoint's step, so the file describes one run without repeats.
 /// </summary>
 public sealed class MetricsLog : IDisposable
@@ -50,15 +51,20 @@ public sealed class MetricsLog : IDisposable
             json.WriteNumber("knn_top1", Math.Round(knn.Top1, 6));
             json.WriteNumber("knn_top5", Math.Round(knn.Top5, 6));
         }
+        if (m.Classifier is { } classifier)
+        {
+            json.WriteNumber("test_top1", Math.Round(classifier.Top1, 6));
+            json.WriteNumber("test_top5", Math.Round(classifier.Top5, 6));
+        }
         json.WriteNumber("seconds", Math.Round(m.Seconds, 3));
         json.WriteNumber("images_per_s", Math.Round(m.ImagesPerSecond, 1));
     });
 
-    /// <summary>Reads a metrics file back: (step records, epoch records) as the loss curve and the kNN curve need them.</summary>
-    public static (List<(long Step, double Loss)> Steps, List<(int Epoch, double? KnnTop1)> Epochs) Read(string path)
+    /// <summary>Reads a metrics file back: (step records, epoch records) as the loss curve and the accuracy curves need them.</summary>
+    public static (List<(long Step, double Loss)> Steps, List<(int Epoch, double? KnnTop1, double? TestTop1)> Epochs) Read(string path)
     {
         var steps = new List<(long, double)>();
-        var epochs = new List<(int, double?)>();
+        var epochs = new List<(int, double?, double?)>();
         foreach (var line in File.ReadLines(path))
         {
             using var document = JsonDocument.Parse(line);
@@ -69,7 +75,10 @@ public sealed class MetricsLog : IDisposable
             }
             else
             {
-                epochs.Add((root.GetProperty("epoch").GetInt32(), root.TryGetProperty("knn_top1", out var knn) ? knn.GetDouble() : null));
+                epochs.Add((
+                    root.GetProperty("epoch").GetInt32(),
+                    root.TryGetProperty("knn_top1", out var knn) ? knn.GetDouble() : null,
+                    root.TryGetProperty("test_top1", out var test) ? test.GetDouble() : null));
             }
         }
         return (steps, epochs);

@@ -43,6 +43,18 @@ public sealed record RunSpec
 
     public ulong Seed { get; init; }
 
+    /// <summary>The seed the data set was made with (the built-in set's rendering) when it is not <see cref="Seed"/>; absent otherwise.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public ulong? DataSeed { get; init; }
+
+    /// <summary>The labelled subset the run trained on ("10%", or images per class; see <see cref="LabelBudget"/>); absent for the whole split.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Labels { get; init; }
+
+    /// <summary>The seed of the <see cref="Labels"/> subset's draw.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public ulong? LabelsSeed { get; init; }
+
     public ResNetOptions BackboneOptions => ResNetOptions.FromName(Arch) with
     {
         WidthMultiplier = Width,
@@ -52,22 +64,26 @@ public sealed record RunSpec
 
     public ChannelStats Normalization => new(Mean, Std);
 
-    /// <summary>"field: this vs other" for every field that differs (empty when the runs agree).</summary>
+    /// <summary>The options that open the run's data set <paramref name="name"/> as it trained on it (the built-in set as rendered, a folder's cache at its size).</summary>
+    public DatasetOptions DatasetOptions(string name, string? dataDirectory) => new()
+    {
+        DataDirectory = dataDirectory,
+        ImageSize = name is "builtin" or "folder" ? ImageSize : null,
+        BuiltinCount = BuiltinImages > 0 ? BuiltinImages : new DatasetOptions().BuiltinCount,
+        Seed = DataSeed ?? Seed,
+    };
+
+    /// <summary>"field: this vs other" for every field that differs, or that only one of them has (empty when the runs agree).</summary>
     public IReadOnlyList<string> Differences(RunSpec other)
     {
         ArgumentNullException.ThrowIfNull(other);
         using var mine = JsonDocument.Parse(ToJson());
         using var theirs = JsonDocument.Parse(other.ToJson());
-        var differences = new List<string>();
-        foreach (var property in mine.RootElement.EnumerateObject())
-        {
-            var value = theirs.RootElement.TryGetProperty(property.Name, out var v) ? v.GetRawText() : "absent";
-            if (value != property.Value.GetRawText())
-            {
-                differences.Add($"{property.Name} {property.Value.GetRawText()} here, {value} in the checkpoint");
-            }
-        }
-        return differences;
+        static string Value(JsonElement root, string name) => root.TryGetProperty(name, out var v) ? v.GetRawText() : "absent";
+        var names = mine.RootElement.EnumerateObject().Select(p => p.Name).Union(theirs.RootElement.EnumerateObject().Select(p => p.Name));
+        return [.. names
+            .Where(name => Value(mine.RootElement, name) != Value(theirs.RootElement, name))
+            .Select(name => $"{name} {Value(mine.RootElement, name)} here, {Value(theirs.RootElement, name)} in the checkpoint")];
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, TrainingJson.Default.RunSpec);

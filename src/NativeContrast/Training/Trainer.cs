@@ -14,12 +14,13 @@ using NativeContrast.Optim;
 using NativeContrast.Tensors;
 
 /// <summary>
-/// Owns a self-supervised training run: the backbone (declared under "backbone.", torchvision's names after the
-/// prefix), the method's heads, one parameter arena sized for the optimiser, the loader and its view tensors, the
-/// optimiser with its warm-up + cosine schedule, the kNN monitor, metrics, checkpoints and the encoder export.
-/// Each step: loader → views on the backend (grouped by size) → <see cref="Method.TrainingStep"/> → the loss read
-/// and checked → optimiser step → metrics. A run resumes exactly (bit for bit on the CPU) from any checkpoint it
-/// wrote, at an epoch's end or mid-epoch after a cancellation.
+/// Owns a training run (self-supervised, or on labels): the backbone (declared under "backbone.", torchvision's names
+/// after the prefix), the method's heads, one parameter arena sized for the optimiser, the loader and its view tensors,
+/// the optimiser with its warm-up + cosine schedule, the kNN monitor, the method's classifier on the test split (when
+/// it has one), metrics, checkpoints and the encoder export. With <see cref="TrainingOptions.Labels"/> it trains on a
+/// class-balanced labelled subset of the train split. Each step: loader → views on the backend (grouped by size) →
+/// <see cref="Method.TrainingStep"/> → the loss read and checked → optimiser step → metrics. A run resumes exactly
+/// (bit for bit on the CPU) from any checkpoint it wrote, at an epoch's end or mid-epoch after a cancellation.
 /// </summary>
 public sealed class Trainer : IDisposable
 {
@@ -53,6 +54,11 @@ public sealed class Trainer : IDisposable
         ArgumentNullException.ThrowIfNull(train);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        var split = train;
+        if (options.Labels is { } budget)
+        {
+            train = LabelledSubset.Draw(split, budget, options.LabelsSeed);
+        }
         if (train.Count < options.BatchSize)
         {
             throw new ArgumentException($"{train.Name} has {train.Count} images, fewer than one batch of {options.BatchSize} (--batch)", nameof(options));
@@ -105,7 +111,10 @@ public sealed class Trainer : IDisposable
             ImageSize = imageSize,
             FeatureDim = Backbone.FeatureDim,
             Dataset = datasetName,
-            BuiltinImages = datasetName == "builtin" ? train.Count : 0,
+            BuiltinImages = datasetName == "builtin" ? split.Count : 0,
+            DataSeed = options.DataSeed is { } dataSeed && dataSeed != options.Seed ? dataSeed : null,
+            Labels = options.Labels?.ToString(),
+            LabelsSeed = options.Labels is null ? null : options.LabelsSeed,
             Mean = stats.Mean,
             Std = stats.Std,
             BatchSize = options.BatchSize,
@@ -122,6 +131,9 @@ public sealed class Trainer : IDisposable
     public ResNet Backbone { get; }
 
     public Method Method => _method;
+
+    /// <summary>The images the run trains on: the train split, or its labelled subset.</summary>
+    public IImageDataset Train => _train;
 
     /// <summary>The weight decay that runs: the options' or the method's recipe's.</summary>
     public float WeightDecay { get; }
@@ -204,6 +216,7 @@ public sealed class Trainer : IDisposable
         var clock = Stopwatch.StartNew();
         var startStep = _step;
         Accuracy? lastKnn = null;
+        Accuracy? lastClassifier = null;
         string? lastCheckpoint = CheckpointPath is { } existing && File.Exists(existing) ? existing : null;
         var window = new Queue<(long Ticks, int Images)>();
         while (_epoch < Options.Epochs)
@@ -239,7 +252,7 @@ public sealed class Trainer : IDisposable
                 if (cancel.IsCancellationRequested)
                 {
                     lastCheckpoint = SaveCheckpoint(observer);
-                    return Finish(clock, startStep, interrupted: true, lastKnn, lastCheckpoint, encoder: null);
+                    return Finish(clock, startStep, interrupted: true, lastKnn, lastClassifier, lastCheckpoint, encoder: null);
                 }
             }
             _epoch++;
@@ -247,17 +260,18 @@ public sealed class Trainer : IDisposable
             var lastEpoch = _epoch == Options.Epochs;
             // The epoch's time and throughput are its training steps'; the monitor's pass is timed in its own message.
             var seconds = epochClock.Elapsed.TotalSeconds;
-            Accuracy? knn = null;
+            Accuracy? knn = null, classifier = null;
             try
             {
-                knn = Due(Options.KnnEveryEpochs, lastEpoch) ? EvaluateKnn(observer, cancel) : null;
+                (knn, classifier) = Monitor(observer, lastEpoch, cancel);
             }
             catch (OperationCanceledException) when (cancel.IsCancellationRequested)
             {
                 // Interrupted during the monitor: the epoch's training is done and is checkpointed below.
             }
             lastKnn = knn ?? lastKnn;
-            var epochMetrics = new EpochMetrics(_epoch - 1, _step, lossSum / Math.Max(1, _step - epochStartStep), knn, seconds, (_step - epochStartStep) * (double)Options.BatchSize / Math.Max(seconds, 1e-9));
+            lastClassifier = classifier ?? lastClassifier;
+            var epochMetrics = new EpochMetrics(_epoch - 1, _step, lossSum / Math.Max(1, _step - epochStartStep), knn, seconds, (_step - epochStartStep) * (double)Options.BatchSize / Math.Max(seconds, 1e-9), classifier);
             metrics?.Write(epochMetrics);
             observer?.EpochCompleted(epochMetrics);
             if (Due(Options.CheckpointEveryEpochs, lastEpoch) || cancel.IsCancellationRequested)
@@ -266,14 +280,17 @@ public sealed class Trainer : IDisposable
             }
             if (cancel.IsCancellationRequested && !lastEpoch)
             {
-                return Finish(clock, startStep, interrupted: true, lastKnn, lastCheckpoint, encoder: null);
+                return Finish(clock, startStep, interrupted: true, lastKnn, lastClassifier, lastCheckpoint, encoder: null);
             }
         }
-        return Finish(clock, startStep, interrupted: false, lastKnn, lastCheckpoint, ExportEncoder(observer));
+        return Finish(clock, startStep, interrupted: false, lastKnn, lastClassifier, lastCheckpoint, ExportEncoder(observer));
     }
 
-    /// <summary>The kNN monitor: backbone features of the training images (the bank) and the test images, clean.</summary>
-    public Accuracy? EvaluateKnn(ITrainingObserver? observer = null, CancellationToken cancel = default)
+    /// <summary>
+    /// The kNN monitor: backbone features of the training images (the bank) and the test images, clean.
+    /// <paramref name="queries"/>: the test images' features when they are at hand.
+    /// </summary>
+    public Accuracy? EvaluateKnn(ITrainingObserver? observer = null, CancellationToken cancel = default, FeatureSet? queries = null)
     {
         if (_test is null || !_train.HasLabels || !_test.HasLabels)
         {
@@ -281,9 +298,27 @@ public sealed class Trainer : IDisposable
         }
         var clock = Stopwatch.StartNew();
         var bank = _features.Extract(_train, Options.KnnBankImages, cancel);
-        var queries = _features.Extract(_test, cancel: cancel);
+        queries ??= _features.Extract(_test, cancel: cancel);
         var accuracy = new KnnClassifier(Options.KnnNeighbours, Options.KnnTemperature).Evaluate(bank, queries);
         observer?.Message($"kNN (k {Options.KnnNeighbours}, T {Options.KnnTemperature.ToString(CultureInfo.InvariantCulture)}) on {_test.Name}: {accuracy} in {clock.Elapsed.TotalSeconds:F1} s");
+        return accuracy;
+    }
+
+    /// <summary>
+    /// The method's <see cref="Method.Classifier"/> on the test split: backbone features of the clean test images, then
+    /// the classifier, both in eval mode; null when the method has none or the test split has no labels.
+    /// <paramref name="queries"/>: the test images' features when they are at hand.
+    /// </summary>
+    public Accuracy? EvaluateClassifier(ITrainingObserver? observer = null, CancellationToken cancel = default, FeatureSet? queries = null)
+    {
+        if (_method.Classifier is not { } classifier || _test is null || !_test.HasLabels)
+        {
+            return null;
+        }
+        var clock = Stopwatch.StartNew();
+        queries ??= _features.Extract(_test, cancel: cancel);
+        var accuracy = ClassifierAccuracy.Evaluate(classifier, queries, Options.EvalBatchSize, cancel);
+        observer?.Message($"classifier on {_test.Name}: {accuracy} in {clock.Elapsed.TotalSeconds:F1} s");
         return accuracy;
     }
 
@@ -352,10 +387,23 @@ public sealed class Trainer : IDisposable
     /// <summary>Whether an every-N-epochs task runs now that <see cref="Epoch"/> epochs are done (always after the last).</summary>
     private bool Due(int every, bool last) => last || (every > 0 && _epoch % every == 0);
 
-    private TrainingResult Finish(Stopwatch clock, long startStep, bool interrupted, Accuracy? knn, string? checkpoint, string? encoder)
+    /// <summary>The evaluation taps due after an epoch: the kNN monitor and the method's classifier, sharing one pass over the test images.</summary>
+    private (Accuracy? Knn, Accuracy? Classifier) Monitor(ITrainingObserver? observer, bool lastEpoch, CancellationToken cancel)
+    {
+        var knnDue = Due(Options.KnnEveryEpochs, lastEpoch) && _train.HasLabels;
+        var classifierDue = Due(Options.ClassifierEveryEpochs, lastEpoch) && _method.Classifier is not null;
+        if (_test is null || !_test.HasLabels || !(knnDue || classifierDue))
+        {
+            return (null, null);
+        }
+        var queries = _features.Extract(_test, cancel: cancel);
+        return (knnDue ? EvaluateKnn(observer, cancel, queries) : null, classifierDue ? EvaluateClassifier(observer, cancel, queries) : null);
+    }
+
+    private TrainingResult Finish(Stopwatch clock, long startStep, bool interrupted, Accuracy? knn, Accuracy? classifier, string? checkpoint, string? encoder)
     {
         var seconds = clock.Elapsed.TotalSeconds;
-        return new TrainingResult(_epoch, _step, interrupted, knn, seconds, (_step - startStep) * (double)Options.BatchSize / Math.Max(seconds, 1e-9), checkpoint, encoder);
+        return new TrainingResult(_epoch, _step, interrupted, knn, seconds, (_step - startStep) * (double)Options.BatchSize / Math.Max(seconds, 1e-9), checkpoint, encoder, classifier);
     }
 
     /// <summary>Images per second over the last 20 steps (loader waits included).</summary>

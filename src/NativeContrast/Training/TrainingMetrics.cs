@@ -5,13 +5,16 @@ using NativeContrast.Eval;
 /// <summary>What one optimiser step measured: the loss's statistics, the learning rate it used, throughput.</summary>
 public sealed record StepMetrics(long Step, int Epoch, int Batch, float Loss, float LearningRate, float PositiveCosine, float Top1, double ImagesPerSecond);
 
-/// <summary>An epoch's summary (time and images/s of its training steps), with the kNN monitor's accuracy when it ran.</summary>
-public sealed record EpochMetrics(int Epoch, long Step, double MeanLoss, Accuracy? Knn, double Seconds, double ImagesPerSecond);
+/// <summary>
+/// An epoch's summary (time and images/s of its training steps), with the kNN monitor's accuracy when it ran and the
+/// method's classifier's test accuracy when it has one.
+/// </summary>
+public sealed record EpochMetrics(int Epoch, long Step, double MeanLoss, Accuracy? Knn, double Seconds, double ImagesPerSecond, Accuracy? Classifier = null);
 
 /// <summary>Where a run starts and how long it is.</summary>
 public sealed record TrainingStart(long FirstStep, long TotalSteps, int StepsPerEpoch, int FirstEpoch, int Epochs, string Description);
 
-/// <summary>How a run ended.</summary>
+/// <summary>How a run ended: the last kNN and classifier accuracies measured, the files written.</summary>
 public sealed record TrainingResult(
     int EpochsCompleted,
     long Steps,
@@ -20,7 +23,8 @@ public sealed record TrainingResult(
     double Seconds,
     double ImagesPerSecond,
     string? CheckpointPath,
-    string? EncoderPath);
+    string? EncoderPath,
+    Accuracy? Classifier = null);
 
 /// <summary>Receives the trainer's progress: the CLI draws a progress bar from it, tests record it.</summary>
 public interface ITrainingObserver

@@ -36,6 +36,15 @@ public sealed record TrainingOptions
     /// <summary>Seeds the initialisation, the shuffles and every augmentation.</summary>
     public ulong Seed { get; init; }
 
+    /// <summary>The seed the data set was made with (the built-in set's rendering), when it is not <see cref="Seed"/>; recorded in the run description.</summary>
+    public ulong? DataSeed { get; init; }
+
+    /// <summary>Train on a class-balanced labelled subset of the train split (<see cref="Data.LabelledSubset"/>); null: the whole split.</summary>
+    public Data.LabelBudget? Labels { get; init; }
+
+    /// <summary>Seeds the draw of <see cref="Labels"/>' subset, apart from <see cref="Seed"/> so that runs of several seeds share one subset.</summary>
+    public ulong LabelsSeed { get; init; }
+
     /// <summary>Augmentation threads; by default every core but one.</summary>
     public int Workers { get; init; } = Math.Max(1, Environment.ProcessorCount - 1);
 
@@ -48,6 +57,9 @@ public sealed record TrainingOptions
     public int KnnNeighbours { get; init; } = 200;
 
     public float KnnTemperature { get; init; } = 0.1f;
+
+    /// <summary>Score the method's classifier (when it has one) on the test split every this many epochs (and after the last); 0 only at the end.</summary>
+    public int ClassifierEveryEpochs { get; init; } = 1;
 
     /// <summary>Training images in the kNN monitor's bank; null: all of them.</summary>
     public int? KnnBankImages { get; init; }
@@ -88,7 +100,7 @@ public sealed record TrainingOptions
         {
             throw new ArgumentOutOfRangeException("--lr", $"--lr is {lr}; it must be finite and positive");
         }
-        if (WeightDecay is { } wd && !(wd >= 0) || !(KnnTemperature > 0) || WarmupEpochs is < 0 || KnnEveryEpochs < 0 || CheckpointEveryEpochs < 0 || KnnBankImages is <= 0)
+        if (WeightDecay is { } wd && !(wd >= 0) || !(KnnTemperature > 0) || WarmupEpochs is < 0 || KnnEveryEpochs < 0 || ClassifierEveryEpochs < 0 || CheckpointEveryEpochs < 0 || KnnBankImages is <= 0)
         {
             throw new ArgumentOutOfRangeException(nameof(TrainingOptions), "weight decay, warm-up and cadences must be >= 0, the kNN temperature and bank size > 0");
         }

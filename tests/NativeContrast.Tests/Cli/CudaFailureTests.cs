@@ -13,6 +13,8 @@ public class CudaFailureTests
         ["preview"] = [],
         ["export-torchvision"] = ["--out", "unused"],
         ["train"] = [],
+        ["finetune"] = ["--checkpoint", "unused"],
+        ["distill"] = ["--teacher", "unused"],
         ["eval"] = [],
         ["embed"] = ["--checkpoint", "unused", "--out", "unused"],
     };

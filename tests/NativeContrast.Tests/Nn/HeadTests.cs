@@ -37,10 +37,12 @@ public class HeadTests
     [TestCase(2, false, false, TestName = "MLP head, 2 layers")]
     [TestCase(3, true, true, TestName = "MLP head, 3 layers with BN")]
     [TestCase(1, false, true, TestName = "MLP head, 1 layer with BN")]
-    public void MlpHeadBackwardMatchesDirectionalDerivatives(int layers, bool hiddenNorm, bool outputNorm)
+    [TestCase(2, true, true, true, TestName = "MLP head, 2 layers with BN and a final ReLU")]
+    [TestCase(1, false, false, true, TestName = "MLP head, 1 layer with a final ReLU")]
+    public void MlpHeadBackwardMatchesDirectionalDerivatives(int layers, bool hiddenNorm, bool outputNorm, bool outputRelu = false)
     {
         using var t = new Harness();
-        var head = new MlpHead(t.Layout, new MlpHeadOptions(7, 12, 5) { Layers = layers, HiddenBatchNorm = hiddenNorm, OutputBatchNorm = outputNorm });
+        var head = new MlpHead(t.Layout, new MlpHeadOptions(7, 12, 5) { Layers = layers, HiddenBatchNorm = hiddenNorm, OutputBatchNorm = outputNorm, OutputRelu = outputRelu });
         t.CreateArena();
         head.Bind(t.Arena);
         head.Initialize(11);
@@ -59,6 +61,23 @@ public class HeadTests
         model.Initialize(12);
         var input = new TensorShape(4, 8, 8, 3);
         GradientCheck.Run(t, model, input, (p, x) => ReferenceNetworks.Mlp(projector, p, ReferenceNetworks.ResNet(encoder, p, x, input), 4), ResNetTests.WholeNetworkTolerance);
+    }
+
+    [Test]
+    public void TheFirstLayersOfAHeadKeepItsNamesAndEndAfterAReLU()
+    {
+        var v2 = new MlpHeadOptions(64, 32, 16) { Layers = 3, HiddenBatchNorm = true, OutputBatchNorm = true };
+        var first = v2.FirstLayers(1);
+        Assert.That(first, Is.EqualTo(new MlpHeadOptions(64, 32, 32) { Layers = 1, HiddenBatchNorm = true, OutputBatchNorm = true, OutputRelu = true }));
+        Assert.That(v2.FirstLayers(3), Is.SameAs(v2));
+        Assert.Throws<ArgumentOutOfRangeException>(() => v2.FirstLayers(4));
+        var layout = new ArenaLayout();
+        _ = new MlpHead(layout, v2.FirstLayers(2));
+        var (views, _, _) = layout.Place();
+        Assert.That(views.Where(v => v.IsTrainable).Select(v => v.Name), Is.EqualTo(new[]
+        {
+            "projector.0.weight", "projector.1.weight", "projector.1.bias", "projector.3.weight", "projector.4.weight", "projector.4.bias",
+        }));
     }
 
     [Test]

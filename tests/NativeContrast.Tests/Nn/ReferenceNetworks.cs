@@ -47,12 +47,12 @@ internal static class ReferenceNetworks
         {
             var linear = head.Linears[i];
             h = Reference.Linear(h, p(Module.Join(linear.Name, "weight")), linear.HasBias ? p(Module.Join(linear.Name, "bias")) : null, rows, linear.InFeatures, linear.OutFeatures);
-            var last = i == head.Layers - 1;
+            var relu = i < head.Layers - 1 || head.Options.OutputRelu;
             if (head.Norms[i] is { } norm)
             {
-                h = Norm(norm, p, h, new TensorShape(rows, linear.OutFeatures), relu: !last, residual: null);
+                h = Norm(norm, p, h, new TensorShape(rows, linear.OutFeatures), relu, residual: null);
             }
-            else if (!last)
+            else if (relu)
             {
                 h = [.. h.Select(v => Math.Max(v, 0.0))];
             }
