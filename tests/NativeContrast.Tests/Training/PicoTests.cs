@@ -209,7 +209,7 @@ public class PicoTests
             output,
             error);
         Assert.That(code, Is.EqualTo(Program.Success), error.ToString() + output);
-        Assert.That(output.ToString(), Does.Contain("pico on").And.Contain("sgd lr"));
+        Assert.That(output.ToString(), Does.Contain("pico on").And.Contain("sgd lr").And.Contain("test top-1"), "PiCO's classifier is scored on the test split");
         Assert.That(File.Exists(Path.Combine(run, Trainer.EncoderFileName)), Is.True);
     }
 
