@@ -4,6 +4,7 @@ using System.CommandLine;
 using System.CommandLine.Invocation;
 using NativeContrast.Cli.Commands;
 using NativeContrast.Cuda;
+using NativeContrast.Distributed;
 
 /// <summary>
 /// The `nativecontrast` command. Each subcommand lives in its own file under Commands/ and exposes
@@ -28,7 +29,8 @@ public static class Program
 
     /// <summary>
     /// Runs a command line of <paramref name="root"/>. A CUDA failure in any command (a driver or cuBLAS call, a
-    /// kernel fault) becomes one line on the error writer and exit code 1, not a stack trace.
+    /// kernel fault) or a communicator's (an MPI or NCCL call, an aborted job) becomes one line on the error writer
+    /// and exit code 1, not a stack trace.
     /// </summary>
     public static int Run(RootCommand root, string[] args, TextWriter output, TextWriter error, CancellationToken cancel = default)
     {
@@ -49,7 +51,7 @@ public static class Program
         {
             return parse.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
         }
-        catch (CudaException e)
+        catch (Exception e) when (e is CudaException or CommunicatorException)
         {
             error.WriteLine($"error: {OneLine(e.Message)}");
             return Failure;
@@ -75,5 +77,6 @@ public static class Program
             DistillCommand.Create(),
             EvalCommand.Create(),
             EmbedCommand.Create(),
+            CollectivesCheckCommand.Create(),
         };
 }

@@ -3,10 +3,11 @@ namespace NativeContrast.Cuda;
 using System.Reflection;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using NativeContrast.Cpu;
 
 /// <summary>
-/// Maps the logical library names used by [LibraryImport] ("cuda", "cublas", and the CPU backend's "openblas" and "dnnl") to
-/// the files each platform ships, trying newer cuBLAS majors first. A library that cannot be found surfaces as
+/// Maps the logical library names used by [LibraryImport] ("cuda", "cublas", the CPU backend's "openblas" and "dnnl", and the
+/// communicators' "mpi" and "nccl") to the files each platform ships, trying newer cuBLAS majors first. A library that cannot be found surfaces as
 /// <see cref="DllNotFoundException"/>, which <see cref="CudaProbe"/> and <see cref="Cpu.CpuLibraries"/> turn into
 /// one readable line. (One resolver per assembly is allowed, so the CPU libraries are mapped here too.) cuBLAS is
 /// chosen by <see cref="SelectCublas"/> before its entry points are bound: the newest one whose cublasCreate works,
@@ -23,6 +24,8 @@ internal static class NativeLibraries
     public const string Cublas = "cublas";
     public const string OpenBlas = "openblas";
     public const string Dnnl = "dnnl";
+    public const string Mpi = "mpi";
+    public const string Nccl = "nccl";
 
     private static readonly string[] DriverCandidates = OperatingSystem.IsWindows() ? ["nvcuda.dll"] : ["libcuda.so.1", "libcuda.so"];
 
@@ -40,6 +43,15 @@ internal static class NativeLibraries
         : OperatingSystem.IsMacOS() ? ["libdnnl.2.dylib"]
         : ["libdnnl.so.2"];
 
+    /// <summary>
+    /// Open MPI 3 to 5 (Debian's libopenmpi3): the binding reads Open MPI's handles (MPI_COMM_WORLD, MPI_FLOAT, ...),
+    /// which are addresses of its exported globals, so another MPI's libmpi would not do.
+    /// </summary>
+    public static readonly string[] MpiCandidates = ["libmpi.so.40"];
+
+    /// <summary>NCCL 2, Linux only: the CUDA repositories' libnccl2 and PyTorch's wheels (nvidia/nccl/lib) ship it.</summary>
+    public static readonly string[] NcclCandidates = ["libnccl.so.2"];
+
     /// <summary>The file each logical name resolved to, for `nativecontrast info`.</summary>
     public static string? ResolvedCublas { get; private set; }
 
@@ -48,6 +60,10 @@ internal static class NativeLibraries
     public static string? ResolvedOpenBlas { get; private set; }
 
     public static string? ResolvedDnnl { get; private set; }
+
+    public static string? ResolvedMpi { get; private set; }
+
+    public static string? ResolvedNccl { get; private set; }
 
     /// <summary>
     /// Where a loaded library lives: on Linux the full path the loader mapped (from /proc/self/maps, following the
@@ -166,6 +182,13 @@ internal static class NativeLibraries
             : $"cuBLAS was not found (tried {string.Join(", ", CublasCandidates)})";
     }
 
+    /// <summary>
+    /// The handle of a logical library, loaded as its entry points would be (or already were): for the exports that
+    /// are data rather than functions, such as Open MPI's handles. Throws <see cref="DllNotFoundException"/> with the
+    /// one-line reason when it cannot be found.
+    /// </summary>
+    public static IntPtr Load(string name) => Resolve(name, typeof(NativeLibraries).Assembly, null);
+
     private static IntPtr TryLoad(string file) =>
         NativeLibrary.TryLoad(file, typeof(NativeLibraries).Assembly, null, out var handle) ? handle : IntPtr.Zero;
 
@@ -187,6 +210,8 @@ internal static class NativeLibraries
             Cublas => CublasCandidates,
             OpenBlas => OpenBlasCandidates,
             Dnnl => DnnlCandidates,
+            Mpi => MpiCandidates,
+            Nccl => NcclCandidates,
             _ => null,
         };
         if (candidates is null)
@@ -195,7 +220,10 @@ internal static class NativeLibraries
         }
         foreach (var file in candidates)
         {
-            if (NativeLibrary.TryLoad(file, assembly, searchPath, out var handle))
+            // Open MPI loads its components (mca_pml_ob1.so, ...) at MPI_Init, and they expect libmpi's symbols to be global.
+            var handle = name == Mpi ? LibC.OpenGlobal(file)
+                : NativeLibrary.TryLoad(file, assembly, searchPath, out var loaded) ? loaded : IntPtr.Zero;
+            if (handle != IntPtr.Zero)
             {
                 switch (name)
                 {
@@ -212,14 +240,23 @@ internal static class NativeLibraries
                     case OpenBlas:
                         ResolvedOpenBlas = file;
                         break;
-                    default:
+                    case Dnnl:
                         ResolvedDnnl = file;
+                        break;
+                    case Mpi:
+                        ResolvedMpi = file;
+                        break;
+                    default:
+                        ResolvedNccl = file;
                         break;
                 }
                 return handle;
             }
         }
-        var what = name switch { Driver => "the CUDA driver", Cublas => "cuBLAS", OpenBlas => "OpenBLAS", _ => "oneDNN" };
+        var what = name switch
+        {
+            Driver => "the CUDA driver", Cublas => "cuBLAS", OpenBlas => "OpenBLAS", Dnnl => "oneDNN", Mpi => "Open MPI", _ => "NCCL",
+        };
         throw new DllNotFoundException($"{what} was not found (tried {string.Join(", ", candidates)})");
     }
 }

@@ -17,6 +17,7 @@ public class CudaFailureTests
         ["distill"] = ["--teacher", "unused"],
         ["eval"] = [],
         ["embed"] = ["--checkpoint", "unused", "--out", "unused"],
+        ["collectives-check"] = [],
     };
 
     [Test]

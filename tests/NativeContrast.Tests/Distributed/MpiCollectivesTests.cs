@@ -1,0 +1,114 @@
+namespace NativeContrast.Tests.Distributed;
+
+using System.Diagnostics;
+
+/// <summary>
+/// Two CPU ranks under Open MPI's mpirun, running `nativecontrast collectives-check` (the CLI built next to this
+/// assembly): every collective's result on both ranks, and a failing rank ending the job without a hang. mpirun is
+/// required (CI installs openmpi-bin); NATIVECONTRAST_SKIP_MPI=1 skips these tests where it cannot be installed.
+/// </summary>
+[Category("Mpi")]
+[NonParallelizable]
+public class MpiCollectivesTests
+{
+    public const string SkipVariable = "NATIVECONTRAST_SKIP_MPI";
+
+    /// <summary>Far above a run's few seconds: reaching it means a rank hangs.</summary>
+    private static readonly TimeSpan JobTimeout = TimeSpan.FromMinutes(3);
+
+    private string _mpirun = "";
+
+    [OneTimeSetUp]
+    public void FindMpirun()
+    {
+        if (Environment.GetEnvironmentVariable(SkipVariable) == "1")
+        {
+            Assert.Ignore($"MPI tests skipped: {SkipVariable}=1");
+        }
+        var path = Environment.GetEnvironmentVariable("PATH") ?? "";
+        _mpirun = path.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
+            .Select(directory => Path.Combine(directory, "mpirun"))
+            .FirstOrDefault(File.Exists) ?? "";
+        if (_mpirun.Length == 0)
+        {
+            Assert.Fail($"mpirun is not on PATH ({path}): install Open MPI (Debian: openmpi-bin), or set {SkipVariable}=1 to skip the MPI tests");
+        }
+    }
+
+    [Test]
+    public void EveryCollectiveGivesTheExpectedValuesOnBothRanks()
+    {
+        var (exit, stdout, _, log) = Job([], "--sizes", "7", "1000003");
+
+        Assert.That(exit, Is.Zero, log);
+        // Rank 0 prints every rank's line, in rank order.
+        var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        Assert.That(lines, Has.Length.EqualTo(2), log);
+        foreach (var rank in new[] { 0, 1 })
+        {
+            Assert.That(lines[rank], Does.StartWith($"rank {rank} of 2, mpi (Open MPI v").And.Contain("on cpu: ")
+                .And.Contain("all-reduce 7 OK, 1000003 OK;")
+                .And.Contain("all-reduce-mean 7 OK, 1000003 OK;")
+                .And.Contain("all-gather 7 OK, 1000003 OK;")
+                .And.Contain("reduce-scatter 7 OK, 1000003 OK;")
+                .And.Contain("broadcast from rank 1 7 OK, 1000003 OK;")
+                .And.Contain("broadcast of 33 host bytes from rank 0 OK;")
+                .And.EndWith("barrier OK")
+                .And.Not.Contain("FAILED"), log);
+        }
+    }
+
+    [Test]
+    public void ARankThatAbortsEndsTheJobWithOneLineNamingIt()
+    {
+        // mpirun -q leaves out Open MPI's own banner about MPI_ABORT: what remains is the rank's line.
+        var (exit, stdout, stderr, log) = Job(["-q"], "--sizes", "7", "--fail-rank", "1");
+
+        Assert.That(exit, Is.EqualTo(1), log);
+        Assert.That(stdout, Is.Empty, log);
+        Assert.That(stderr.TrimEnd(), Is.EqualTo("error: rank 1 of 2 aborted the job: collectives-check: injected failure (--fail-rank 1)"), log);
+    }
+
+    [Test]
+    public void ARankThatExitsEndsTheJobWithoutAHang()
+    {
+        var (exit, stdout, _, log) = Job([], "--sizes", "7", "--fail-rank", "1", "--fail-mode", "exit");
+
+        Assert.That(exit, Is.EqualTo(3), $"mpirun ends with the code of the rank that exited\n{log}");
+        Assert.That(stdout, Does.Not.Contain("rank 1 of 2"), log);
+    }
+
+    /// <summary>mpirun -np 2 (with <paramref name="options"/>) of the check: its exit code, its outputs, and all of it for messages.</summary>
+    private (int ExitCode, string Stdout, string Stderr, string Log) Job(string[] options, params string[] arguments)
+    {
+        var cli = Path.Combine(TestContext.CurrentContext.TestDirectory, "NativeContrast.Cli.dll");
+        Assert.That(cli, Does.Exist, "the CLI is built next to the tests (a project reference)");
+        var start = new ProcessStartInfo(_mpirun) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        // --oversubscribe: CI machines may have fewer cores than ranks; --allow-run-as-root: CI runs as root.
+        foreach (var argument in (string[])[.. options, "-np", "2", "--oversubscribe", "--allow-run-as-root", DotnetHost(), cli, "collectives-check", .. arguments])
+        {
+            start.ArgumentList.Add(argument);
+        }
+        // mpirun gives each rank a pseudo-terminal for its output, on which .NET's console first writes the terminal's
+        // keypad-mode sequence; a dumb terminal has none.
+        start.Environment["TERM"] = "dumb";
+        using var process = Process.Start(start)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        if (!process.WaitForExit(JobTimeout))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"mpirun {string.Join(' ', start.ArgumentList)} did not end within {JobTimeout}: a rank hangs");
+        }
+        process.WaitForExit();
+        return (process.ExitCode, stdout.Result, stderr.Result, $"mpirun exited with {process.ExitCode}\n--- stdout\n{stdout.Result}--- stderr\n{stderr.Result}");
+    }
+
+    /// <summary>The dotnet host of the runtime running these tests (the test host itself may be an apphost).</summary>
+    private static string DotnetHost()
+    {
+        var root = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(typeof(object).Assembly.Location)!, "..", "..", ".."));
+        var host = Path.Combine(root, OperatingSystem.IsWindows() ? "dotnet.exe" : "dotnet");
+        return File.Exists(host) ? host : "dotnet";
+    }
+}
