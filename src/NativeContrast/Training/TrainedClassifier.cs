@@ -38,6 +38,9 @@ public sealed class TrainedClassifier : IDisposable
 
     public RunSpec Spec { get; }
 
+    /// <summary>The linear layer's names in a checkpoint ("classifier.weight", "classifier.bias").</summary>
+    public const string ClassifierPrefix = "classifier.";
+
     public int Classes { get; }
 
     public string Path { get; }
@@ -59,7 +62,7 @@ public sealed class TrainedClassifier : IDisposable
             using var document = JsonDocument.Parse(state.Sections.GetValueOrDefault("method") ?? "{}");
             if (!document.RootElement.TryGetProperty("classes", out var count))
             {
-                throw new CheckpointException(path, null, $"the checkpoint's method ({spec.Method}) has no classifier: give a run of 'nativecontrast finetune', 'distill' or 'train --method supervised'");
+                throw new CheckpointException(path, null, $"the checkpoint's method ({spec.Method}) has no classifier: give a run of 'nativecontrast finetune', 'distill', 'train --method supervised' or 'train --method pico'");
             }
             classes = count.GetInt32();
             headOptions = MethodJson.ReadHead(document.RootElement);
@@ -78,7 +81,17 @@ public sealed class TrainedClassifier : IDisposable
         try
         {
             trained.Model.Bind(arena);
-            ModelCheckpoint.Load(path, arena);
+            if (head is null)
+            {
+                // A classifier straight on the features (supervised, PiCO): the backbone and the classifier, each strictly;
+                // a method's other heads and state (PiCO's contrastive head, key encoder and queue) are not part of it.
+                ModelCheckpoint.Load(path, arena, new ModelLoadOptions { Scope = TensorScope.Under(Trainer.BackbonePrefix, Trainer.BackbonePrefix) });
+                ModelCheckpoint.Load(path, arena, new ModelLoadOptions { Scope = TensorScope.Under(ClassifierPrefix, ClassifierPrefix) });
+            }
+            else
+            {
+                ModelCheckpoint.Load(path, arena);
+            }
             return trained;
         }
         catch

@@ -211,6 +211,16 @@ public class PicoTests
         Assert.That(code, Is.EqualTo(Program.Success), error.ToString() + output);
         Assert.That(output.ToString(), Does.Contain("pico on").And.Contain("sgd lr").And.Contain("test top-1"), "PiCO's classifier is scored on the test split");
         Assert.That(File.Exists(Path.Combine(run, Trainer.EncoderFileName)), Is.True);
+
+        // The trained classifier teaches a student: backbone and classifier come out of the PiCO checkpoint alone.
+        using var distillOutput = new StringWriter();
+        using var distillError = new StringWriter();
+        code = Program.Run(
+            ["distill", "--teacher", run, "--epochs", "1", "--batch", "16", "--workers", "1", "--device", "cpu", "--out", Path.Combine(_folder, "student")],
+            distillOutput,
+            distillError);
+        Assert.That(code, Is.EqualTo(Program.Success), distillError.ToString() + distillOutput);
+        Assert.That(distillOutput.ToString(), Does.Contain("test top-1 (teacher)"));
     }
 
     private static (float[] Queue, float[] Labels, float[] Confidence, float[] Prototypes) State(Trainer trainer)
