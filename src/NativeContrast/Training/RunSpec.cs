@@ -55,6 +55,10 @@ public sealed record RunSpec
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public ulong? LabelsSeed { get; init; }
 
+    /// <summary>The smallest area fraction of the large crops when --crop-scale overrode the views' recipe; absent otherwise.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public float? CropScaleMin { get; init; }
+
     public ResNetOptions BackboneOptions => ResNetOptions.FromName(Arch) with
     {
         WidthMultiplier = Width,

@@ -115,6 +115,7 @@ public sealed class Trainer : IDisposable
             DataSeed = options.DataSeed is { } dataSeed && dataSeed != options.Seed ? dataSeed : null,
             Labels = options.Labels?.ToString(),
             LabelsSeed = options.Labels is null ? null : options.LabelsSeed,
+            CropScaleMin = options.CropScaleMin,
             Mean = stats.Mean,
             Std = stats.Std,
             BatchSize = options.BatchSize,

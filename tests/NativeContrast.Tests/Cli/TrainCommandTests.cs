@@ -77,6 +77,10 @@ public class TrainCommandTests
         // Two epochs is another recipe than one: the run description says so.
         Assert.That(more.Code, Is.EqualTo(Program.Failure));
         Assert.That(more.Error, Does.Contain("epochs 2 here, 1 in the checkpoint"));
+        // So are crops of another scale.
+        var cropped = Run(["train", .. Tiny, "--crop-scale", "0.3", "--out", run, "--resume", run]);
+        Assert.That(cropped.Code, Is.EqualTo(Program.Failure));
+        Assert.That(cropped.Error, Does.Contain("crop_scale_min 0.3 here, absent in the checkpoint"));
 
         var missing = Run(["train", .. Tiny, "--out", run, "--resume", Path.Combine(_folder, "nothing.safetensors")]);
         Assert.That(missing.Code, Is.EqualTo(Program.Failure));
