@@ -41,9 +41,10 @@ public sealed partial class CudaBackend
 
     public long NtXentWorkspaceLength(int rows, int dim, MatmulPrecision precision) => PlanNtXent(rows, dim, precision).Length;
 
-    public unsafe void NtXentForward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats)
+    public unsafe void NtXentForward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats, NtXentShard? shard = null)
     {
         var (rows, dim) = ContrastiveCheck.NtXent(z, temperature);
+        WholeBatchOnly(z, shard);
         var plan = PlanNtXent(rows, dim, precision);
         ContrastiveCheck.Workspace(workspace, plan.Length);
         ContrastiveCheck.Stats(stats);
@@ -63,12 +64,13 @@ public sealed partial class CudaBackend
         LaunchStats(rowStats, rows, statsPointer);
     }
 
-    public unsafe void NtXentBackward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor dz, float gradScale = 1f)
+    public unsafe void NtXentBackward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor dz, float gradScale = 1f, NtXentShard? shard = null)
     {
         var (rows, dim) = ContrastiveCheck.NtXent(z, temperature);
+        WholeBatchOnly(z, shard);
         var plan = PlanNtXent(rows, dim, precision);
         ContrastiveCheck.Workspace(workspace, plan.Length);
-        ContrastiveCheck.Gradient(z, dz);
+        ContrastiveCheck.Gradient(z, dz, new NtXentShard(0, rows));
         var ws = AlignedWorkspace(workspace);
         Context.MakeCurrent();
         ulong operand = ws + plan.Operand, invNorm = ws + plan.InvNorm, lse2 = ws + plan.Lse2, gradPartial = ws + plan.GradPartial;
@@ -81,6 +83,14 @@ public sealed partial class CudaBackend
         var gradFactor = gradScale / (rows * temperature);
         void** finalize = stackalloc void*[] { &zPointer, &rows, &dim, &invNorm, &gradPartial, &splits, &rowsPadded, &dpad, &gradFactor, &dzPointer };
         Kernel("nc_contrastive_ntxent_finalize").Launch(Grid((long)rows * 32, WarpRowsThreads), WarpRowsThreads, 0, Stream, finalize);
+    }
+
+    /// <summary>The base-2 log-sum-exps (lse2) section of the workspace.</summary>
+    public Tensor NtXentLogSumExps(Tensor workspace, int rows, int dim, MatmulPrecision precision)
+    {
+        var plan = PlanNtXent(rows, dim, precision);
+        ContrastiveCheck.Workspace(workspace, plan.Length);
+        return workspace.View((long)plan.Lse2 / sizeof(float), new TensorShape(rows), "nt-xent lse2");
     }
 
     public KeyQueue CreateKeyQueue(int capacity, int dim)
@@ -298,6 +308,16 @@ public sealed partial class CudaBackend
         var address = workspace.DevicePointer();
         ContrastiveCheck.Aligned(address, OperandAlignmentBytes, workspace.Describe());
         return address;
+    }
+
+    /// <summary>The kernels take every row of z as an anchor: a data-parallel shard of the rows needs their row offset (not written yet).</summary>
+    private static void WholeBatchOnly(Tensor z, NtXentShard? shard)
+    {
+        var owned = ContrastiveCheck.Shard(z, shard);
+        if (owned.Rows != z.Rows)
+        {
+            throw new NotSupportedException($"NT-Xent over rows [{owned.Offset}, {owned.Offset + owned.Rows}) of {z.Describe()}: the CUDA kernels do not take a shard of the rows yet (data-parallel SimCLR runs on CPU ranks)");
+        }
     }
 
     private NtXentPlan PlanNtXent(int rows, int dim, MatmulPrecision precision) =>
