@@ -9,9 +9,10 @@ public sealed partial class CudaBackend
     /// <summary>Partial sums [2, splits, C] for the reductions, then the backward coefficients [3, C].</summary>
     public long BatchNormWorkspaceElements(int rows, int channels) => (2L * NormSplits(rows, channels) * channels) + (3L * channels);
 
-    public unsafe void BatchNormForward(Tensor x, Tensor? residual, Tensor y, BatchNormParameters parameters, Tensor savedMean, Tensor savedInvStd, BatchNormMode mode, Tensor workspace)
+    public unsafe void BatchNormForward(Tensor x, Tensor? residual, Tensor y, BatchNormParameters parameters, Tensor savedMean, Tensor savedInvStd, BatchNormMode mode, Tensor workspace, BatchNormSync? sync = null)
     {
         var (rows, channels) = NormChecks.Forward(x, residual, y, parameters, savedMean, savedInvStd, mode);
+        LocalStatisticsOnly(sync, mode);
         Check.Length(Math.Min(workspace.Length, BatchNormWorkspaceElements(rows, channels)), BatchNormWorkspaceElements(rows, channels), workspace.Describe() + " (batch-norm workspace)");
         if (rows == 0 || channels == 0)
         {
@@ -47,9 +48,10 @@ public sealed partial class CudaBackend
         Kernel(vector ? "nc_norm_apply_vec4" : "nc_norm_apply").Launch(StrideGrid(vector ? total / 4 : total, 256), 256, 0, Stream, applyArgs);
     }
 
-    public unsafe void BatchNormBackward(Tensor x, Tensor y, Tensor dy, Tensor dx, Tensor? residualGradient, Tensor? weight, Tensor savedMean, Tensor savedInvStd, Tensor? weightGradient, Tensor? biasGradient, BatchNormMode mode, Tensor workspace)
+    public unsafe void BatchNormBackward(Tensor x, Tensor y, Tensor dy, Tensor dx, Tensor? residualGradient, Tensor? weight, Tensor savedMean, Tensor savedInvStd, Tensor? weightGradient, Tensor? biasGradient, BatchNormMode mode, Tensor workspace, BatchNormSync? sync = null)
     {
         var (rows, channels) = NormChecks.Backward(x, y, dy, dx, residualGradient, weight, savedMean, savedInvStd, weightGradient, biasGradient);
+        LocalStatisticsOnly(sync, mode);
         var needed = BatchNormWorkspaceElements(rows, channels);
         Check.Length(Math.Min(workspace.Length, needed), needed, workspace.Describe() + " (batch-norm workspace)");
         if (rows == 0 || channels == 0)
@@ -77,6 +79,18 @@ public sealed partial class CudaBackend
         var vector = channels % 4 == 0 && Aligned16(xp) && Aligned16(yp) && Aligned16(dyp) && Aligned16(dxp) && Aligned16(residualGrad);
         void** applyArgs = stackalloc void*[] { &xp, &yp, &dyp, &mean, &coefficients, &dxp, &residualGrad, &channels, &total, &relu };
         Kernel(vector ? "nc_norm_backward_apply_vec4" : "nc_norm_backward_apply").Launch(StrideGrid(vector ? total / 4 : total, 256), 256, 0, Stream, applyArgs);
+    }
+
+    /// <summary>
+    /// SyncBN needs the column sums between the partial and finalize kernels, summed across ranks; the finalize kernels
+    /// read per-split partials, not sums, so that split is not written yet (SyncBN runs on CPU ranks).
+    /// </summary>
+    private static void LocalStatisticsOnly(BatchNormSync? sync, BatchNormMode mode)
+    {
+        if (sync is not null && mode.Training)
+        {
+            throw new NotSupportedException("SyncBN on the CUDA backend: the batch-norm kernels do not sum their statistics across ranks yet (SyncBN runs on CPU ranks)");
+        }
     }
 
     /// <summary>
