@@ -12,8 +12,8 @@ public sealed partial class CpuBackend
     /// <summary>Columns whose gradient contributions are summed in fp32 before joining the double accumulator.</summary>
     private const int GradientChunk = 256;
 
-    /// <summary>Workspace: normalised rows [rows, dim], norms [rows], natural log-sum-exps [rows].</summary>
-    public long NtXentWorkspaceLength(int rows, int dim, MatmulPrecision precision) => ((long)rows * dim) + (2L * rows);
+    /// <summary>Workspace: normalised rows [rows, dim], norms [rows], natural log-sum-exps [rows], whatever the shard.</summary>
+    public long NtXentWorkspaceLength(int rows, int dim, MatmulPrecision precision, NtXentShard? shard = null) => ((long)rows * dim) + (2L * rows);
 
     public void NtXentForward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats, NtXentShard? shard = null)
     {

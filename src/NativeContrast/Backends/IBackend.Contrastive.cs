@@ -27,8 +27,8 @@ public readonly record struct NtXentShard(int Offset, int Rows);
 /// </summary>
 public partial interface IBackend
 {
-    /// <summary>Floats of workspace that <see cref="NtXentForward"/> and <see cref="NtXentBackward"/> need for z [rows, dim].</summary>
-    long NtXentWorkspaceLength(int rows, int dim, MatmulPrecision precision);
+    /// <summary>Floats of workspace that <see cref="NtXentForward"/> and <see cref="NtXentBackward"/> need for z [rows, dim] (and a shard of its rows).</summary>
+    long NtXentWorkspaceLength(int rows, int dim, MatmulPrecision precision, NtXentShard? shard = null);
 
     /// <summary>
     /// NT-Xent (SimCLR) over z [2N, dim]: rows i and (i + N) mod 2N are the two views of one sample. Each row's

@@ -48,7 +48,7 @@ public sealed class NtXentLoss : IDisposable
             allRows = checked(communicator.Size * rows);
         }
         // The requested precision must run here (this throws with the reason if not); the others are sized for when they can.
-        var length = Math.Max(backend.NtXentWorkspaceLength(allRows, dim, precision), ContrastiveWorkspace.LargestSupported(p => backend.NtXentWorkspaceLength(allRows, dim, p)));
+        var length = Math.Max(backend.NtXentWorkspaceLength(allRows, dim, precision, _shard), ContrastiveWorkspace.LargestSupported(p => backend.NtXentWorkspaceLength(allRows, dim, p, _shard)));
         _workspace = backend.Allocate(new TensorShape(checked((int)Math.Max(1, length))), "nt-xent workspace");
         try
         {
