@@ -22,9 +22,16 @@ public class SyncBatchNormCpuTests
     [TestCase(2, 3, 5, true, false)]
     [TestCase(2, 17, 33, false, true)]
     [TestCase(3, 1, 4, true, true)]
-    public void RanksTogetherNormaliseAsOneBatch(int ranks, int rowsPerRank, int channels, bool relu, bool residual)
+    public void RanksTogetherNormaliseAsOneBatch(int ranks, int rowsPerRank, int channels, bool relu, bool residual) =>
+        AssertRanksNormaliseAsOneBatch(_cpu, [.. Enumerable.Repeat<IBackend>(_cpu, ranks)], rowsPerRank, channels, relu, residual);
+
+    /// <summary>
+    /// Ranks (threads, each on its backend) of <paramref name="rowsPerRank"/> rows each against one batch norm over all
+    /// their rows on <paramref name="reference"/>: y, dx and running statistics alike, weight and bias gradients summed.
+    /// </summary>
+    internal static void AssertRanksNormaliseAsOneBatch(IBackend reference, IBackend[] ranks, int rowsPerRank, int channels, bool relu, bool residual)
     {
-        var rows = ranks * rowsPerRank;
+        var rows = ranks.Length * rowsPerRank;
         var x = Numerics.RandomArray(rows * channels, seed: rows + channels, scale: 3f).Select((v, i) => v + (i % channels)).ToArray();
         var shortcut = Numerics.RandomArray(rows * channels, seed: 7);
         var dy = Numerics.RandomArray(rows * channels, seed: 8);
@@ -32,17 +39,16 @@ public class SyncBatchNormCpuTests
         var beta = Numerics.RandomArray(channels, seed: 10);
         var mode = new BatchNormMode(Training: true, relu);
 
-        var whole = Run(x, residual ? shortcut : null, dy, gamma, beta, rows, channels, mode, sync: null);
-        var sums = new ThreadRanks(ranks);
-        var parts = new Result[ranks];
-        var threads = Enumerable.Range(0, ranks).Select(r => new Thread(() =>
+        var whole = Run(reference, x, residual ? shortcut : null, dy, gamma, beta, rows, channels, mode, sync: null);
+        using var sums = new ThreadRanks(ranks.Length);
+        var parts = new Result[ranks.Length];
+        sums.Run(r =>
         {
-            using var buffer = _cpu.Allocate(new TensorShape(BatchNormSync.BufferLength(channels)), "sync sums");
-            var slice = (float[] all) => all.AsSpan(r * rowsPerRank * channels, rowsPerRank * channels).ToArray();
-            parts[r] = Run(slice(x), residual ? slice(shortcut) : null, slice(dy), gamma, beta, rowsPerRank, channels, mode, new BatchNormSync(buffer, values => sums.Sum(r, values)));
-        })).ToList();
-        threads.ForEach(t => t.Start());
-        threads.ForEach(t => t.Join());
+            var backend = ranks[r];
+            using var buffer = backend.Allocate(new TensorShape(BatchNormSync.BufferLength(channels)), "sync sums");
+            float[] Slice(float[] all) => all.AsSpan(r * rowsPerRank * channels, rowsPerRank * channels).ToArray();
+            parts[r] = Run(backend, Slice(x), residual ? Slice(shortcut) : null, Slice(dy), gamma, beta, rowsPerRank, channels, mode, new BatchNormSync(buffer, values => sums.Sum(r, backend, values)));
+        });
 
         Numerics.AssertClose(parts.SelectMany(p => p.Y).ToArray(), whole.Y, Numerics.Fp32Tolerance, "y");
         Numerics.AssertClose(parts.SelectMany(p => p.Dx).ToArray(), whole.Dx, Numerics.Fp32Tolerance, "dx");
@@ -73,56 +79,40 @@ public class SyncBatchNormCpuTests
 
     private sealed record Result(float[] Y, float[] Dx, float[] RunningMean, float[] RunningVar, float[] WeightGradient, float[] BiasGradient);
 
-    private Result Run(float[] x, float[]? residual, float[] dy, float[] gamma, float[] beta, int rows, int channels, BatchNormMode mode, BatchNormSync? sync)
+    private static Result Run(IBackend backend, float[] x, float[]? residual, float[] dy, float[] gamma, float[] beta, int rows, int channels, BatchNormMode mode, BatchNormSync? sync)
     {
         var shape = new TensorShape(rows, channels);
         var perChannel = new TensorShape(channels);
-        using var xs = _cpu.FromArray(x, shape);
-        using var res = residual is null ? null : _cpu.FromArray(residual, shape);
-        using var ys = _cpu.Allocate(shape);
-        using var dys = _cpu.FromArray(dy, shape);
-        using var dxs = _cpu.Allocate(shape);
-        using var weight = _cpu.FromArray(gamma, perChannel);
-        using var bias = _cpu.FromArray(beta, perChannel);
-        using var runningMean = _cpu.FromArray(new float[channels], perChannel);
-        using var runningVar = _cpu.FromArray(Enumerable.Repeat(1f, channels).ToArray(), perChannel);
-        using var tracked = _cpu.FromArray([0f], new TensorShape(1));
-        using var savedMean = _cpu.Allocate(perChannel);
-        using var savedInvStd = _cpu.Allocate(perChannel);
-        using var weightGradient = _cpu.FromArray(new float[channels], perChannel);
-        using var biasGradient = _cpu.FromArray(new float[channels], perChannel);
-        using var residualGradient = residual is null ? null : _cpu.Allocate(shape);
-        using var workspace = _cpu.Allocate(new TensorShape(1));
+        Tensor Upload(float[] values, TensorShape to)
+        {
+            var tensor = backend.Allocate(to);
+            backend.CopyFromHost(values, tensor);
+            return tensor;
+        }
+        using var xs = Upload(x, shape);
+        using var res = residual is null ? null : Upload(residual, shape);
+        using var ys = backend.Allocate(shape);
+        using var dys = Upload(dy, shape);
+        using var dxs = backend.Allocate(shape);
+        using var weight = Upload(gamma, perChannel);
+        using var bias = Upload(beta, perChannel);
+        using var runningMean = Upload(new float[channels], perChannel);
+        using var runningVar = Upload([.. Enumerable.Repeat(1f, channels)], perChannel);
+        using var tracked = Upload([0f], new TensorShape(1));
+        using var savedMean = backend.Allocate(perChannel);
+        using var savedInvStd = backend.Allocate(perChannel);
+        using var weightGradient = Upload(new float[channels], perChannel);
+        using var biasGradient = Upload(new float[channels], perChannel);
+        using var residualGradient = residual is null ? null : backend.Allocate(shape);
+        using var workspace = backend.Allocate(new TensorShape(checked((int)Math.Max(1, backend.BatchNormWorkspaceElements(rows, channels)))));
         var parameters = new BatchNormParameters(weight, bias, runningMean, runningVar, tracked);
-        _cpu.BatchNormForward(xs, res, ys, parameters, savedMean, savedInvStd, mode, workspace, sync);
-        _cpu.BatchNormBackward(xs, ys, dys, dxs, residualGradient, weight, savedMean, savedInvStd, weightGradient, biasGradient, mode, workspace, sync);
-        return new Result(ys.Span.ToArray(), dxs.Span.ToArray(), runningMean.Span.ToArray(), runningVar.Span.ToArray(), weightGradient.Span.ToArray(), biasGradient.Span.ToArray());
+        backend.BatchNormForward(xs, res, ys, parameters, savedMean, savedInvStd, mode, workspace, sync);
+        backend.BatchNormBackward(xs, ys, dys, dxs, residualGradient, weight, savedMean, savedInvStd, weightGradient, biasGradient, mode, workspace, sync);
+        return new Result(
+            Numerics.ToArray(backend, ys), Numerics.ToArray(backend, dxs), Numerics.ToArray(backend, runningMean), Numerics.ToArray(backend, runningVar),
+            Numerics.ToArray(backend, weightGradient), Numerics.ToArray(backend, biasGradient));
     }
 
     private static float[] Sum(IEnumerable<float[]> parts) =>
         parts.Aggregate((a, b) => a.Zip(b, (u, v) => u + v).ToArray());
-
-    /// <summary>An all-reduce (sum) among threads: each contributes its values, then every thread adds them in rank order.</summary>
-    private sealed class ThreadRanks(int size)
-    {
-        private readonly Barrier _barrier = new(size);
-        private readonly float[][] _contributions = new float[size][];
-
-        public void Sum(int rank, Tensor values)
-        {
-            _contributions[rank] = values.Span.ToArray();
-            _barrier.SignalAndWait();
-            var span = values.Span;
-            for (var i = 0; i < span.Length; i++)
-            {
-                var total = 0f;
-                for (var r = 0; r < size; r++)
-                {
-                    total += _contributions[r][i];
-                }
-                span[i] = total;
-            }
-            _barrier.SignalAndWait();
-        }
-    }
 }
