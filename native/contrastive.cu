@@ -24,6 +24,10 @@
 //   dL/dzn_i = 1/(2N tau) * [ sum_{j != i} (P_ij + P_ji) zn_j - 2 zn_p(i) ],  P_ij = 2^(x_ij - L2_i)
 // S is symmetric, so P_ji = 2^(x_ij - L2_j): the backward recomputes the tile, weighs it by both row and column
 // log-sum-exps and accumulates W zn_J for its own rows only - the transposed term needs no second pass.
+// Data-parallel, z holds every rank's rows (gathered) and a rank's kernels take only its shard as anchor rows: rows
+// [rowOffset, rowOffset + anchorRows) of z, staged from their own operand buffer, against all `columns` rows of z as
+// columns; positives pair inside the shard (its views a then b), self is column rowOffset + row, and the backward reads
+// every column's L2 (all-gathered between the passes). Without a shard both operands are one and rowOffset is 0.
 //
 // InfoNCE, q [B, d], k [B, d], queue [K, d] of normalised keys: logits [q.k, q.queue^T] / tau, positive first.
 // One sweep over the queue keeps, per (row, split), an online max/sum and the softmax-weighted sum of queue rows
@@ -388,8 +392,9 @@ template <int MT> struct ThreadRows {
 // positive's cosine for the row whose partner falls in this split.
 //   partial[split][row] = (max, sum)   (float2)          positive[row] = s_{row, p(row)}
 template <Format F, int DP>
-__device__ __forceinline__ void ntxent_forward(unsigned char* shared, const typename Elem<F>::T* __restrict__ operand,
-                                               int rows, float logitScale, int tilesPerSplit,
+__device__ __forceinline__ void ntxent_forward(unsigned char* shared, const typename Elem<F>::T* __restrict__ rowOperand,
+                                               const typename Elem<F>::T* __restrict__ operand, int anchorRows,
+                                               int columns, int rowOffset, float logitScale, int tilesPerSplit,
                                                float* __restrict__ partial, float* __restrict__ positive) {
     using Tl = Tiling<F, DP>;
     using T = typename Tl::T;
@@ -397,17 +402,17 @@ __device__ __forceinline__ void ntxent_forward(unsigned char* shared, const type
     T* sQ = reinterpret_cast<T*>(shared);
     T* sK = sQ + BR * S;
 
-    check_launch<F, DP>(rows, rows, BN, tilesPerSplit);
+    check_launch<F, DP>(anchorRows, columns, BN, tilesPerSplit);
     const int warp = threadIdx.x / NC_WARP, lane = threadIdx.x % NC_WARP, g = lane >> 2, t = lane & 3;
     const int rowBase = blockIdx.x * BR;
     int tileBegin, tileEnd;
-    split_range(rows, BN, tilesPerSplit, tileBegin, tileEnd);
+    split_range(columns, BN, tilesPerSplit, tileBegin, tileEnd);
 
-    stage_rows<F, DP, BR>(sQ, operand, rowBase);
+    stage_rows<F, DP, BR>(sQ, rowOperand, rowBase);
     stage_rows<F, DP, BN>(sK, operand, static_cast<int64_t>(tileBegin) * BN);
     cp_async_commit();
 
-    const int half = rows / 2;
+    const int half = anchorRows / 2;
     const ThreadRows<MT> mine(rowBase, warp, g);
     float runMax[MT][2];
     CompensatedSum runSum[MT][2];
@@ -430,7 +435,8 @@ __device__ __forceinline__ void ntxent_forward(unsigned char* shared, const type
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const int row = mine.row[m][h];
-                const int partner = row < half ? row + half : row - half;
+                const int self = rowOffset + row;
+                const int partner = rowOffset + (row < half ? row + half : row - half);
                 float tileMax = -INFINITY;
 #pragma unroll
                 for (int n = 0; n < BN / 8; ++n) {
@@ -438,10 +444,10 @@ __device__ __forceinline__ void ntxent_forward(unsigned char* shared, const type
                     for (int e = 0; e < 2; ++e) {
                         const int column = column0 + n * 8 + e;
                         float& v = s[m][n][2 * h + e];
-                        if (column == partner && row < rows) positive[row] = v;
+                        if (column == partner && row < anchorRows) positive[row] = v;
                         // Rounded product, not an FMA: the combine kernel recomputes the positive's logit the same
                         // way, so "positive is the row maximum" is an exact comparison.
-                        v = (column < rows && column != row) ? __fmul_rn(v, logitScale) : -INFINITY;
+                        v = (column < columns && column != self) ? __fmul_rn(v, logitScale) : -INFINITY;
                         tileMax = fmaxf(tileMax, v);
                     }
                 }
@@ -467,8 +473,8 @@ __device__ __forceinline__ void ntxent_forward(unsigned char* shared, const type
             float rowSum = runSum[m][h].value();
             quad_merge(runMax[m][h], rowSum);
             const int row = mine.row[m][h];
-            if (t == 0 && row < rows) {
-                reinterpret_cast<float2*>(partial)[static_cast<int64_t>(blockIdx.y) * rows + row] =
+            if (t == 0 && row < anchorRows) {
+                reinterpret_cast<float2*>(partial)[static_cast<int64_t>(blockIdx.y) * anchorRows + row] =
                     make_float2(runMax[m][h], rowSum);
             }
         }
@@ -493,26 +499,29 @@ __device__ __forceinline__ void store_rows(const float (&acc)[MT][DP / 8][4], co
     }
 }
 
-// NT-Xent backward: for each row of this block, sum over the split's columns of (P_ij + P_ji) zn_j, written to
-// gradPartial[split][row][0, DP). lse2 holds the forward's base-2 log-sum-exps (rowsPadded entries; the column
-// values are read through L1, each quad reading the same 8 bytes).
+// NT-Xent backward: for each anchor row of this block, sum over the split's columns of (P_ij + P_ji) zn_j, written
+// to gradPartial[split][row][0, DP) (anchorRowsPadded rows per split). lse2 holds the base-2 log-sum-exps of every
+// column (columns padded to kMaxBlockRows entries; the column values are read through L1, each quad reading the same
+// 8 bytes); an anchor row's own is lse2[rowOffset + row].
 template <Format F, int DP>
-__device__ __forceinline__ void ntxent_backward(unsigned char* shared, const typename Elem<F>::T* __restrict__ operand,
-                                                const float* __restrict__ lse2, int rows, int rowsPadded,
-                                                float logitScale, int tilesPerSplit, float* __restrict__ gradPartial) {
+__device__ __forceinline__ void ntxent_backward(unsigned char* shared, const typename Elem<F>::T* __restrict__ rowOperand,
+                                                const typename Elem<F>::T* __restrict__ operand,
+                                                const float* __restrict__ lse2, int anchorRows, int anchorRowsPadded,
+                                                int columns, int rowOffset, float logitScale, int tilesPerSplit,
+                                                float* __restrict__ gradPartial) {
     using Tl = Tiling<F, DP>;
     using T = typename Tl::T;
     constexpr int BN = Tl::kColTile, S = Tl::kStride, MT = Tl::kWarpTiles, BR = Tl::kBlockRows;
     T* sQ = reinterpret_cast<T*>(shared);
     T* sK = sQ + BR * S;
 
-    check_launch<F, DP>(rows, rows, BN, tilesPerSplit);
+    check_launch<F, DP>(anchorRows, columns, BN, tilesPerSplit);
     const int warp = threadIdx.x / NC_WARP, lane = threadIdx.x % NC_WARP, g = lane >> 2, t = lane & 3;
     const int rowBase = blockIdx.x * BR;
     int tileBegin, tileEnd;
-    split_range(rows, BN, tilesPerSplit, tileBegin, tileEnd);
+    split_range(columns, BN, tilesPerSplit, tileBegin, tileEnd);
 
-    stage_rows<F, DP, BR>(sQ, operand, rowBase);
+    stage_rows<F, DP, BR>(sQ, rowOperand, rowBase);
     stage_rows<F, DP, BN>(sK, operand, static_cast<int64_t>(tileBegin) * BN);
     cp_async_commit();
 
@@ -521,8 +530,9 @@ __device__ __forceinline__ void ntxent_backward(unsigned char* shared, const typ
     float acc[MT][DP / 8][4];
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
-        rowLse[m][0] = __ldg(lse2 + mine.row[m][0]);
-        rowLse[m][1] = __ldg(lse2 + mine.row[m][1]);
+        // Padding rows of a shard may lie past the last column's entry: they read nothing (their sums are not stored).
+        rowLse[m][0] = mine.row[m][0] < anchorRows ? __ldg(lse2 + rowOffset + mine.row[m][0]) : 0.f;
+        rowLse[m][1] = mine.row[m][1] < anchorRows ? __ldg(lse2 + rowOffset + mine.row[m][1]) : 0.f;
 #pragma unroll
         for (int n = 0; n < DP / 8; ++n) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
     }
@@ -550,7 +560,7 @@ __device__ __forceinline__ void ntxent_backward(unsigned char* shared, const typ
                         const int column = column0 + n * 8 + e;
                         const float x = s[m][n][2 * h + e] * logitScale;
                         const float w = fast_exp2(x - rowLse[m][h]) + fast_exp2(x - (e == 0 ? lseJ.x : lseJ.y));
-                        s[m][n][2 * h + e] = (column < rows && column != mine.row[m][h]) ? w : 0.f;
+                        s[m][n][2 * h + e] = (column < columns && column != rowOffset + mine.row[m][h]) ? w : 0.f;
                     }
                 }
             }
@@ -559,7 +569,7 @@ __device__ __forceinline__ void ntxent_backward(unsigned char* shared, const typ
         __syncthreads();
     }
 
-    store_rows<DP, MT>(acc, mine, rows, gradPartial + static_cast<int64_t>(blockIdx.y) * rowsPadded * DP, t);
+    store_rows<DP, MT>(acc, mine, anchorRows, gradPartial + static_cast<int64_t>(blockIdx.y) * anchorRowsPadded * DP, t);
 }
 
 // InfoNCE sweep over the queue: per (row, split) the online max/sum of 2^x over the split's queue rows and the
@@ -723,24 +733,28 @@ __device__ __forceinline__ double block_sum_double(double v, double* scratch) {
 
 #define NC_CONTRASTIVE_TILED(FORMAT, NAME, DP)                                                                      \
     extern "C" __global__ void __launch_bounds__(nc_contrastive::kThreads)                                          \
-        nc_contrastive_ntxent_forward_##NAME##_d##DP(const void* operand, int rows, float logitScale,             \
+        nc_contrastive_ntxent_forward_##NAME##_d##DP(const void* rowOperand, const void* operand, int anchorRows,  \
+                                                    int columns, int rowOffset, float logitScale,                  \
                                                     int tilesPerSplit, float* partial, float* positive) {          \
         NC_CONTRASTIVE_ENTRY_GUARD(tilesPerSplit);                                                                  \
         extern __shared__ __align__(16) unsigned char shared[];                                                     \
         nc_contrastive::ntxent_forward<FORMAT, DP>(                                                                 \
-            shared, static_cast<const nc_contrastive::Elem<FORMAT>::T*>(operand), rows, logitScale, tilesPerSplit, \
-            partial, positive);                                                                                     \
+            shared, static_cast<const nc_contrastive::Elem<FORMAT>::T*>(rowOperand),                                \
+            static_cast<const nc_contrastive::Elem<FORMAT>::T*>(operand), anchorRows, columns, rowOffset,           \
+            logitScale, tilesPerSplit, partial, positive);                                                          \
     }                                                                                                               \
     extern "C" __global__ void __launch_bounds__(nc_contrastive::kThreads)                                          \
-        nc_contrastive_ntxent_backward_##NAME##_d##DP(const void* operand, const float* lse2, int rows,            \
-                                                     int rowsPadded, float logitScale, int tilesPerSplit,          \
-                                                     float* gradPartial) {                                         \
+        nc_contrastive_ntxent_backward_##NAME##_d##DP(const void* rowOperand, const void* operand,                 \
+                                                     const float* lse2, int anchorRows, int anchorRowsPadded,      \
+                                                     int columns, int rowOffset, float logitScale,                 \
+                                                     int tilesPerSplit, float* gradPartial) {                      \
         NC_CONTRASTIVE_ENTRY_GUARD(tilesPerSplit);                                                                  \
         extern __shared__ __align__(16) unsigned char shared[];                                                     \
         nc_contrastive::ntxent_backward<FORMAT, DP>(shared,                                                         \
+                                                    static_cast<const nc_contrastive::Elem<FORMAT>::T*>(rowOperand), \
                                                     static_cast<const nc_contrastive::Elem<FORMAT>::T*>(operand),  \
-                                                    lse2, rows, rowsPadded, logitScale, tilesPerSplit,             \
-                                                    gradPartial);                                                  \
+                                                    lse2, anchorRows, anchorRowsPadded, columns, rowOffset,        \
+                                                    logitScale, tilesPerSplit, gradPartial);                       \
     }                                                                                                               \
     extern "C" __global__ void __launch_bounds__(nc_contrastive::kThreads)                                          \
         nc_contrastive_infonce_sweep_##NAME##_d##DP(const void* queries, const void* keys, int batch,              \
@@ -788,9 +802,11 @@ extern "C" __global__ void nc_contrastive_prepare_operand(const float* x, int ro
     }
 }
 
-// Merges the forward's splits: lse2[i] (base 2) and per-row statistics rowStats = [loss_i | cos_pos_i | hit_i].
+// Merges the forward's splits over the anchor rows: lse2[rowOffset + i] (base 2; lse2 is indexed by column) and
+// per-row statistics rowStats = [loss_i | cos_pos_i | hit_i].
 extern "C" __global__ void nc_contrastive_ntxent_combine(const float* partial, const float* positive, int rows,
-                                                         int splits, float logitScale, float* lse2, float* rowStats) {
+                                                         int rowOffset, int splits, float logitScale, float* lse2,
+                                                         float* rowStats) {
     const int64_t i = nc::global_index();
     if (i >= rows) return;
     const float2* parts = reinterpret_cast<const float2*>(partial);
@@ -803,13 +819,14 @@ extern "C" __global__ void nc_contrastive_ntxent_combine(const float* partial, c
     }
     const float lse = rowMax + log2f(sum);
     const float positiveLogit = __fmul_rn(positive[i], logitScale);
-    lse2[i] = lse;
+    lse2[rowOffset + i] = lse;
     rowStats[i] = (lse - positiveLogit) * nc_contrastive::kLn2;
     rowStats[rows + i] = positive[i];
     rowStats[2 * static_cast<int64_t>(rows) + i] = positiveLogit >= rowMax ? 1.f : 0.f;
 }
 
 // dz from the backward's partial sums: g = gradScale / (rows tau) * (sum_splits G - 2 zn_p), dz = (g - zn <zn, g>) / |z|.
+// z, invNorm and dz are the anchor rows' (a shard's rows of the gathered z: partners pair inside them).
 // One warp per row; dim <= 256.
 extern "C" __global__ void nc_contrastive_ntxent_finalize(const float* z, int rows, int dim, const float* invNorm,
                                                           const float* gradPartial, int splits, int rowsPadded,

@@ -6,6 +6,13 @@
 //   forward (training):  nc_norm_stats_partial → nc_norm_stats_finalize → nc_norm_apply
 //   forward (eval):      nc_norm_stats_eval → nc_norm_apply
 //   backward:            nc_norm_backward_partial → nc_norm_backward_finalize → nc_norm_backward_apply
+// SyncBN (statistics over every rank's rows) puts an all-reduce of per-channel sums between the reductions, as the
+// CPU twin does (CpuBackend.Norm.cs), with its two passes:
+//   forward:  nc_norm_stats_partial → nc_norm_sync_sums (Σx, rows) → all-reduce → nc_norm_sync_mean
+//             → nc_norm_stats_partial (shifted by the mean) → nc_norm_sync_sums (Σ(x − mean)²) → all-reduce
+//             → nc_norm_sync_finalize → nc_norm_apply
+//   backward: nc_norm_backward_partial → nc_norm_backward_finalize (this rank's parameter gradients)
+//             → nc_norm_sync_sums (Σg, Σg·(x − mean), rows) → all-reduce → nc_norm_sync_coefficients → nc_norm_backward_apply
 #include "common.cuh"
 
 namespace nc_norm {
@@ -37,17 +44,18 @@ __device__ __forceinline__ float masked(float dy, const float* y, int64_t i, int
 
 }  // namespace nc_norm
 
-// partial[0, split, c] = Σ (x − x[0, c]) and partial[1, split, c] = Σ (x − x[0, c])² over the split's rows.
-// Shifting by the channel's first value keeps the one-pass variance accurate when |mean| ≫ std.
+// partial[0, split, c] = Σ (x − k_c) and partial[1, split, c] = Σ (x − k_c)² over the split's rows, with k = shift,
+// or the channel's first value x[0, c] when shift is null: shifting keeps the one-pass variance accurate when
+// |mean| ≫ std. SyncBN's second pass shifts by the global mean, so that partial[1] is its Σ(x − mean)².
 // Grid (ceil(C/32), splits), block (32, 8).
 extern "C" __global__ void nc_norm_stats_partial(const float* __restrict__ x, int64_t rows, int channels, int64_t rows_per_split,
-                                                 float* __restrict__ partial) {
+                                                 const float* __restrict__ shift_by, float* __restrict__ partial) {
     const int c = blockIdx.x * nc_norm::kTileColumns + threadIdx.x;
     const int64_t first = blockIdx.y * rows_per_split;
     const int64_t last = min(rows, first + rows_per_split);
     float s = 0.f, ss = 0.f;
     if (c < channels) {
-        const float shift = x[c];
+        const float shift = shift_by != nullptr ? shift_by[c] : x[c];
         for (int64_t r = first + threadIdx.y; r < last; r += nc_norm::kRowLanes) {
             const float d = x[r * channels + c] - shift;
             s += d;
@@ -217,4 +225,56 @@ extern "C" __global__ void nc_norm_backward_apply_vec4(const float* __restrict__
         if (residual_grad != nullptr) nc::store4(residual_grad + i, make_float4(gs[0], gs[1], gs[2], gs[3]));
         nc::store4(dx + i, make_float4(out[0], out[1], out[2], out[3]));
     }
+}
+
+// SyncBN: sums[c] = Σ over splits of partial[term, split, c] (in double, then fp32 for the all-reduce), plus
+// rows · x[0, c] when x is given (undoing nc_norm_stats_partial's shift by the first row: Σx itself); and, when
+// rows_at_end, sums[channels] = rows (exact in fp32 below 2^24). One thread per channel.
+extern "C" __global__ void nc_norm_sync_sums(const float* __restrict__ partial, int splits, int channels, int term,
+                                             const float* __restrict__ x, int64_t rows, int rows_at_end,
+                                             float* __restrict__ sums) {
+    const int c = static_cast<int>(nc::global_index());
+    if (c == 0 && rows_at_end) sums[channels] = static_cast<float>(rows);
+    if (c >= channels) return;
+    double s = 0.0;
+    for (int k = 0; k < splits; ++k) s += partial[static_cast<int64_t>(term * splits + k) * channels + c];
+    if (x != nullptr) s += static_cast<double>(rows) * x[c];
+    sums[c] = static_cast<float>(s);
+}
+
+// SyncBN: mean[c] = Σx / rows from the all-reduced sums (rows at sums[channels]). One thread per channel.
+extern "C" __global__ void nc_norm_sync_mean(const float* __restrict__ sums, int channels, float* __restrict__ mean) {
+    const int c = static_cast<int>(nc::global_index());
+    if (c >= channels) return;
+    mean[c] = static_cast<float>(static_cast<double>(sums[c]) / static_cast<double>(sums[channels]));
+}
+
+// SyncBN: from the all-reduced Σ(x − mean)² (sums[c]) and rows (sums[channels], kept from the first all-reduce),
+// 1/sqrt(var + eps), PyTorch's running-statistics update (unbiased over every rank's rows) and
+// num_batches_tracked += 1 (when given). One thread per channel.
+extern "C" __global__ void nc_norm_sync_finalize(const float* __restrict__ sums, int channels, const float* __restrict__ mean,
+                                                 float* __restrict__ inv_std, float* __restrict__ running_mean,
+                                                 float* __restrict__ running_var, float* __restrict__ batches_tracked,
+                                                 float momentum, float eps) {
+    const int c = static_cast<int>(nc::global_index());
+    if (c == 0 && batches_tracked != nullptr) batches_tracked[0] += 1.f;
+    if (c >= channels) return;
+    const double rows = sums[channels];
+    const double variance = static_cast<double>(sums[c]) / rows;
+    inv_std[c] = static_cast<float>(1.0 / sqrt(variance + static_cast<double>(eps)));
+    running_mean[c] = (1.f - momentum) * running_mean[c] + momentum * mean[c];
+    running_var[c] = (1.f - momentum) * running_var[c] + momentum * static_cast<float>(variance * rows / (rows - 1.0));
+}
+
+// SyncBN: the batch-statistics coefficients k1, k0 of dx (coefficients[1..2, c]; a = coefficients[0, c] stays) from
+// the all-reduced Σg (sums[c]), Σg·(x − mean) (sums[channels + c]) and rows (sums[2·channels]). One thread per channel.
+extern "C" __global__ void nc_norm_sync_coefficients(const float* __restrict__ sums, int channels, const float* __restrict__ inv_std,
+                                                     float* __restrict__ coefficients) {
+    const int c = static_cast<int>(nc::global_index());
+    if (c >= channels) return;
+    const double rows = sums[2 * channels];
+    const double istd = inv_std[c];
+    const double a = coefficients[c];
+    coefficients[channels + c] = static_cast<float>(-a * istd * istd * static_cast<double>(sums[channels + c]) / rows);
+    coefficients[2 * channels + c] = static_cast<float>(-a * static_cast<double>(sums[c]) / rows);
 }

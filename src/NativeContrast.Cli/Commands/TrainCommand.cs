@@ -7,6 +7,7 @@ using NativeContrast.Backends;
 using NativeContrast.Checkpoints;
 using NativeContrast.Cuda;
 using NativeContrast.Data;
+using NativeContrast.Distributed;
 using NativeContrast.Eval;
 using NativeContrast.Methods;
 using NativeContrast.Nn;
@@ -19,6 +20,8 @@ using Spectre.Console;
 /// every epoch, the encoder exported with torchvision's names, and a summary that puts the kNN accuracy beside the
 /// raw-pixel baseline (and a classifier's test accuracy when the method has one). The defaults train on the built-in set in a few minutes
 /// on a CPU. Ctrl+C writes a checkpoint of the exact position; --resume continues from it.
+/// Under mpirun (or srun) the run is data-parallel: --batch images per rank, rank 0 alone prints and writes files, and
+/// a rank that fails ends every rank with one line naming it (the last checkpoint stays as it was written).
 /// </summary>
 public static class TrainCommand
 {
@@ -76,12 +79,15 @@ public static class TrainCommand
         var prototypeStart = new Option<int?>("--prototype-start-epoch") { Description = "pico: the epoch from which labels are disambiguated by the prototypes (default 1); MoCo's loss before it." };
         var labels = new Option<string?>("--labels") { Description = "Train on a class-balanced labelled subset of the train split: a percentage (1%, 10%) or images per class (100)." };
         var labelsSeed = new Option<ulong>("--labels-seed") { Description = "Seed of the --labels subset's draw (the same seed gives the same images on any machine).", DefaultValueFactory = _ => 0 };
+        var syncBn = new Option<bool>("--sync-bn") { Description = "Under mpirun: BatchNorm statistics over the global batch (SyncBN), so N ranks of --batch B train as one process of batch N x B; false normalises each rank's batch alone.", DefaultValueFactory = _ => true };
+        var failRank = new Option<int?>("--fail-rank") { Description = "Make this rank fail after step --fail-step (tests of the abort path).", Hidden = true };
+        var failStep = new Option<long>("--fail-step") { Description = "The step after which --fail-rank fails.", DefaultValueFactory = _ => 0, Hidden = true };
         var command = new Command("train", "Train an encoder without labels (SimCLR, MoCo, SwAV), with partial labels (PiCO) or with labels (supervised), with a kNN monitor, checkpoints and metrics.")
         {
             method, backbone, width, stem, dataset, dataDir, imageSize, trainImages, epochs, batch, lr, optimizer, weightDecay, warmup, views, temperature,
             device, precision, output, seed, resume, knnEvery, knnBank, workers,
             queue, momentum, momentumCosine, symmetric, prototypes, smallCrops, queueStart, freezePrototypes, margin, cropScale, labels, labelsSeed,
-            partialRate, lossWeight, prototypeStart,
+            partialRate, lossWeight, prototypeStart, syncBn, failRank, failStep,
         };
         command.SetAction(parse => Run(
             new Request(
@@ -91,7 +97,8 @@ public static class TrainCommand
                 parse.GetValue(weightDecay), parse.GetValue(warmup), parse.GetValue(views), parse.GetValue(temperature), parse.GetRequiredValue(device),
                 parse.GetRequiredValue(precision), parse.GetValue(output), parse.GetRequiredValue(seed), parse.GetValue(resume),
                 parse.GetRequiredValue(knnEvery), parse.GetValue(knnBank), parse.GetRequiredValue(workers), parse.GetValue(cropScale),
-                parse.GetValue(labels), parse.GetRequiredValue(labelsSeed),
+                parse.GetValue(labels), parse.GetRequiredValue(labelsSeed), parse.GetRequiredValue(syncBn),
+                parse.GetValue(failRank) is { } rank ? new InjectedFailure(rank, parse.GetRequiredValue(failStep)) : null,
                 new MethodSettings
                 {
                     Temperature = parse.GetValue(temperature),
@@ -129,7 +136,10 @@ public static class TrainCommand
         string Method, string Backbone, double Width, string Stem, string Dataset, string? DataDir, int? ImageSize, int? TrainImages,
         int Epochs, int Batch, float? Lr, string Optimizer, float? WeightDecay, double? WarmupEpochs, string? Views, float? Temperature, string Device,
         string Precision, string? Out, ulong Seed, string? Resume, int KnnEvery, int? KnnBank, int Workers, float? CropScale, string? Labels, ulong LabelsSeed,
-        MethodSettings Settings);
+        bool SyncBatchNorm, InjectedFailure? Failure, MethodSettings Settings);
+
+    /// <summary>A rank that throws once it has completed a step (hidden options for the tests of a failing rank).</summary>
+    private sealed record InjectedFailure(int Rank, long Step);
 
     private static int Run(Request request, TextWriter output, TextWriter error)
     {
@@ -142,10 +152,17 @@ public static class TrainCommand
         {
             return Program.Failure;
         }
-        var console = CliConsole.For(output);
         using var backend = choice.Backend;
         backend.GemmPrecision = Precision(request.Precision);
+        var ranks = Communicators.Create(backend);
+        using var communicator = ranks.Communicator;
+        // Rank 0 speaks for the job: the other ranks' lines would repeat (or interleave with) its own.
+        var console = CliConsole.For(communicator.Rank == 0 ? output : TextWriter.Null);
         console.WriteLine($"backend    {choice.Reason}");
+        if (communicator.Size > 1)
+        {
+            console.WriteLine($"ranks      {ranks.Reason}");
+        }
         using var session = new TrainingSession();
         try
         {
@@ -184,18 +201,30 @@ public static class TrainCommand
                 CropScaleMin = request.CropScale,
                 Labels = request.Labels is { } budget ? LabelBudget.Parse(budget) : null,
                 LabelsSeed = request.LabelsSeed,
+                SyncBatchNorm = request.SyncBatchNorm,
             };
-            using var trainer = new Trainer(backend, method, request.Backbone, backboneOptions, train, test, options, request.Dataset);
+            using var trainer = new Trainer(backend, method, request.Backbone, backboneOptions, train, test, options, request.Dataset, communicator);
             if (request.Resume is { } resume)
             {
                 trainer.Resume(TrainedBackbone.Resolve(resume));
             }
-            if (session.Run(console, output, trainer, outputDirectory, $"{trainer.Spec.Method} {request.Backbone} x{request.Width.ToString(CultureInfo.InvariantCulture)} on {request.Dataset}") is not (var result, var plot))
+            var failure = request.Failure is { } injected && injected.Rank == communicator.Rank ? injected : null;
+            var title = $"{trainer.Spec.Method} {request.Backbone} x{request.Width.ToString(CultureInfo.InvariantCulture)} on {request.Dataset}";
+            if (session.Run(console, output, trainer, outputDirectory, title, failure is null ? null : reporter => new FailingObserver(reporter, failure.Step)) is not (var result, var plot))
             {
                 return Interrupted;
             }
-            Summarize(console, trainer, result, test, plot);
+            if (trainer.IsRoot)
+            {
+                Summarize(console, trainer, result, test, plot);
+            }
             return Program.Success;
+        }
+        catch (Exception e) when (communicator.Size > 1 && e is not (CommunicatorAbortedException or OperationCanceledException))
+        {
+            // The other ranks would wait for this one in their next collective: end them all, naming this rank.
+            communicator.Abort($"train: {e.Message}");
+            throw; // not reached: the compiler does not read Abort's [DoesNotReturn]
         }
         catch (NonFiniteLossException e)
         {
@@ -207,6 +236,25 @@ public static class TrainCommand
             error.WriteLine($"error: {e.Message}");
             return e is ArgumentException ? Program.BadArguments : Program.Failure;
         }
+    }
+
+    /// <summary>Passes every event on, then throws once step <paramref name="failAfter"/> has completed.</summary>
+    private sealed class FailingObserver(ITrainingObserver inner, long failAfter) : ITrainingObserver
+    {
+        public void Started(TrainingStart start) => inner.Started(start);
+
+        public void StepCompleted(StepMetrics metrics)
+        {
+            inner.StepCompleted(metrics);
+            if (metrics.Step >= failAfter)
+            {
+                throw new InvalidOperationException($"injected failure after step {metrics.Step} (--fail-step {failAfter})");
+            }
+        }
+
+        public void EpochCompleted(EpochMetrics metrics) => inner.EpochCompleted(metrics);
+
+        public void Message(string line) => inner.Message(line);
     }
 
     internal static IImageDataset? OpenTest(string dataset, DatasetOptions options) =>

@@ -35,14 +35,16 @@ internal sealed class TrainingSession : IDisposable
 
     /// <summary>
     /// Runs <paramref name="trainer"/> with the progress display on <paramref name="console"/> (a live bar when
-    /// <paramref name="output"/> is an interactive terminal) and writes the plot of its metrics. Null after an interruption
-    /// (its line printed, naming the checkpoint to resume from).
+    /// <paramref name="output"/> is an interactive terminal) and writes the plot of its metrics (rank 0 of a
+    /// data-parallel run alone: the plot is "" elsewhere). Null after an interruption (its line printed, naming the
+    /// checkpoint to resume from). <paramref name="observe"/> may wrap the progress display in another observer.
     /// </summary>
-    public (TrainingResult Result, string Plot)? Run(IAnsiConsole console, TextWriter output, Trainer trainer, string outputDirectory, string title)
+    public (TrainingResult Result, string Plot)? Run(IAnsiConsole console, TextWriter output, Trainer trainer, string outputDirectory, string title, Func<ITrainingObserver, ITrainingObserver>? observe = null)
     {
         var reporter = new ProgressReporter(console, live: ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected);
-        var result = reporter.Show(() => trainer.Run(reporter, _cancel.Token));
-        var plot = TrainingPlot.Write(outputDirectory, title);
+        var observer = observe?.Invoke(reporter) ?? reporter;
+        var result = reporter.Show(() => trainer.Run(observer, _cancel.Token));
+        var plot = trainer.IsRoot ? TrainingPlot.Write(outputDirectory, title) : "";
         if (result.Interrupted)
         {
             console.WriteLine($"interrupted at step {result.Steps}: checkpoint {result.CheckpointPath}; continue with --resume {outputDirectory}");

@@ -12,35 +12,37 @@ public sealed partial class CpuBackend
     /// <summary>Columns whose gradient contributions are summed in fp32 before joining the double accumulator.</summary>
     private const int GradientChunk = 256;
 
-    /// <summary>Workspace: normalised rows [rows, dim], norms [rows], natural log-sum-exps [rows].</summary>
-    public long NtXentWorkspaceLength(int rows, int dim, MatmulPrecision precision) => ((long)rows * dim) + (2L * rows);
+    /// <summary>Workspace: normalised rows [rows, dim], norms [rows], natural log-sum-exps [rows], whatever the shard.</summary>
+    public long NtXentWorkspaceLength(int rows, int dim, MatmulPrecision precision, NtXentShard? shard = null) => ((long)rows * dim) + (2L * rows);
 
-    public void NtXentForward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats)
+    public void NtXentForward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats, NtXentShard? shard = null)
     {
         var (rows, dim) = ContrastiveCheck.NtXent(z, temperature);
+        var (offset, anchors) = ContrastiveCheck.Shard(z, shard);
         ContrastiveCheck.Workspace(workspace, NtXentWorkspaceLength(rows, dim, precision));
         ContrastiveCheck.Stats(stats);
         var (zn, norms, lse) = NtXentSections(workspace, rows, dim);
         NormalizeRows(CpuArray(z), zn, norms, rows, dim);
 
-        var perRow = ArrayPool<double>.Shared.Rent(3 * rows);
+        var perRow = ArrayPool<double>.Shared.Rent(3 * anchors);
         try
         {
             var inverseTemperature = 1.0 / temperature;
-            CpuParallel.For(rows, 2L * rows * dim, (start, end) =>
+            CpuParallel.For(anchors, 2L * rows * dim, (start, end) =>
             {
                 var similarities = ArrayPool<float>.Shared.Rent(rows);
                 try
                 {
-                    for (var i = start; i < end; i++)
+                    for (var a = start; a < end; a++)
                     {
+                        var i = offset + a;
                         var s = similarities.AsSpan(0, rows);
                         var zi = zn.AsSpan(i * dim, dim);
                         for (var j = 0; j < rows; j++)
                         {
                             s[j] = TensorPrimitives.Dot<float>(zi, zn.AsSpan(j * dim, dim));
                         }
-                        var partner = Partner(i, rows);
+                        var partner = offset + Partner(a, anchors);
                         var positive = s[partner];
                         s[i] = float.NegativeInfinity;
                         s[partner] = float.NegativeInfinity;
@@ -48,9 +50,9 @@ public sealed partial class CpuBackend
                         s[partner] = positive;
                         var rowLse = LogSumExp(s, Math.Max(otherMax, positive), inverseTemperature);
                         lse[i] = (float)rowLse;
-                        perRow[i] = rowLse - (positive * inverseTemperature);
-                        perRow[rows + i] = positive;
-                        perRow[(2 * rows) + i] = positive >= otherMax ? 1 : 0;
+                        perRow[a] = rowLse - (positive * inverseTemperature);
+                        perRow[anchors + a] = positive;
+                        perRow[(2 * anchors) + a] = positive >= otherMax ? 1 : 0;
                     }
                 }
                 finally
@@ -58,7 +60,7 @@ public sealed partial class CpuBackend
                     ArrayPool<float>.Shared.Return(similarities);
                 }
             });
-            WriteStats(perRow, rows, stats);
+            WriteStats(perRow, anchors, stats);
         }
         finally
         {
@@ -66,23 +68,26 @@ public sealed partial class CpuBackend
         }
     }
 
-    public void NtXentBackward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor dz, float gradScale = 1f)
+    public void NtXentBackward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor dz, float gradScale = 1f, NtXentShard? shard = null)
     {
         var (rows, dim) = ContrastiveCheck.NtXent(z, temperature);
+        var rowsOwned = ContrastiveCheck.Shard(z, shard);
+        var (offset, anchors) = rowsOwned;
         ContrastiveCheck.Workspace(workspace, NtXentWorkspaceLength(rows, dim, precision));
-        ContrastiveCheck.Gradient(z, dz);
+        ContrastiveCheck.Gradient(z, dz, rowsOwned);
         var (zn, norms, lse) = NtXentSections(workspace, rows, dim);
         var dzs = CpuArray(dz);
         var inverseTemperature = 1f / temperature;
-        var factor = (double)gradScale / (rows * (double)temperature);
-        CpuParallel.For(rows, 2L * rows * dim, (start, end) =>
+        var factor = (double)gradScale / (anchors * (double)temperature);
+        CpuParallel.For(anchors, 2L * rows * dim, (start, end) =>
         {
             var gradient = ArrayPool<double>.Shared.Rent(dim);
             var chunk = ArrayPool<float>.Shared.Rent(dim);
             try
             {
-                for (var i = start; i < end; i++)
+                for (var a = start; a < end; a++)
                 {
+                    var i = offset + a;
                     var g = gradient.AsSpan(0, dim);
                     var c = chunk.AsSpan(0, dim);
                     var zi = zn.AsSpan(i * dim, dim);
@@ -104,12 +109,12 @@ public sealed partial class CpuBackend
                         }
                         AddTo(g, c);
                     }
-                    var partner = zn.AsSpan(Partner(i, rows) * dim, dim);
+                    var partner = zn.AsSpan((offset + Partner(a, anchors)) * dim, dim);
                     for (var f = 0; f < dim; f++)
                     {
                         g[f] = factor * (g[f] - (2.0 * partner[f]));
                     }
-                    ProjectOutOfRow(g, zi, norms[i], dzs.AsSpan(i * dim, dim));
+                    ProjectOutOfRow(g, zi, norms[i], dzs.AsSpan(a * dim, dim));
                 }
             }
             finally
@@ -118,6 +123,13 @@ public sealed partial class CpuBackend
                 ArrayPool<float>.Shared.Return(chunk);
             }
         });
+    }
+
+    /// <summary>The natural log-sum-exps, the last <paramref name="rows"/> floats of the workspace's sections.</summary>
+    public Tensor NtXentLogSumExps(Tensor workspace, int rows, int dim, MatmulPrecision precision)
+    {
+        ContrastiveCheck.Workspace(workspace, NtXentWorkspaceLength(rows, dim, precision));
+        return workspace.View(((long)rows * dim) + rows, new TensorShape(rows), "nt-xent log-sum-exps");
     }
 
     public KeyQueue CreateKeyQueue(int capacity, int dim) => new CpuKeyQueue(capacity, dim, Allocate(new TensorShape(capacity, dim), "key queue"));

@@ -21,9 +21,10 @@ public sealed partial class CpuBackend
     /// <summary>The CPU keeps its reduction scratch in pooled arrays; it needs no workspace.</summary>
     public long BatchNormWorkspaceElements(int rows, int channels) => 0;
 
-    public void BatchNormForward(Tensor x, Tensor? residual, Tensor y, BatchNormParameters parameters, Tensor savedMean, Tensor savedInvStd, BatchNormMode mode, Tensor workspace)
+    public void BatchNormForward(Tensor x, Tensor? residual, Tensor y, BatchNormParameters parameters, Tensor savedMean, Tensor savedInvStd, BatchNormMode mode, Tensor workspace, BatchNormSync? sync = null)
     {
-        var (rows, channels) = NormChecks.Forward(x, residual, y, parameters, savedMean, savedInvStd, mode);
+        var (rows, channels) = NormChecks.Forward(x, residual, y, parameters, savedMean, savedInvStd, mode, synced: sync is not null);
+        NormChecks.Sync(sync, channels);
         var xs = CpuArray(x);
         var mean = Cpu(savedMean);
         var invStd = Cpu(savedInvStd);
@@ -39,9 +40,11 @@ public sealed partial class CpuBackend
             {
                 // Two passes (mean, then squared deviations) with double accumulators: the oracle favours accuracy.
                 ReduceColumns(rows, channels, 1, (first, length, acc, _) => TensorPrimitives.Add(acc[..length], xs.AsSpan(first, length), acc[..length]), sums);
+                // SyncBN: the sums and the row count of every rank's rows (the count is exact in fp32 below 2^24).
+                double count = sync is null ? rows : SumAcrossRanks(sync, sums, channels, rows);
                 for (var c = 0; c < channels; c++)
                 {
-                    mean[c] = (float)(sums[c] / rows);
+                    mean[c] = (float)(sums[c] / count);
                 }
                 Repeat(mean, meanTile);
                 ReduceColumns(rows, channels, 1, (first, length, acc, scratch) =>
@@ -50,15 +53,19 @@ public sealed partial class CpuBackend
                     TensorPrimitives.Subtract(xs.AsSpan(first, length), meanTile.AsSpan(0, length), deviation);
                     TensorPrimitives.MultiplyAdd(deviation, deviation, acc[..length], acc[..length]);
                 }, sums);
+                if (sync is not null)
+                {
+                    SumAcrossRanks(sync, sums, channels, rows: null);
+                }
                 var runningMean = Cpu(parameters.RunningMean);
                 var runningVar = Cpu(parameters.RunningVar);
                 var momentum = mode.Momentum;
                 for (var c = 0; c < channels; c++)
                 {
-                    var variance = sums[c] / rows;
+                    var variance = sums[c] / count;
                     invStd[c] = (float)(1.0 / Math.Sqrt(variance + mode.Epsilon));
                     runningMean[c] = ((1f - momentum) * runningMean[c]) + (momentum * mean[c]);
-                    runningVar[c] = ((1f - momentum) * runningVar[c]) + (momentum * (float)(variance * rows / (rows - 1)));
+                    runningVar[c] = ((1f - momentum) * runningVar[c]) + (momentum * (float)(variance * count / (count - 1)));
                 }
                 if (parameters.BatchesTracked is { } tracked)
                 {
@@ -112,9 +119,10 @@ public sealed partial class CpuBackend
         }
     }
 
-    public void BatchNormBackward(Tensor x, Tensor y, Tensor dy, Tensor dx, Tensor? residualGradient, Tensor? weight, Tensor savedMean, Tensor savedInvStd, Tensor? weightGradient, Tensor? biasGradient, BatchNormMode mode, Tensor workspace)
+    public void BatchNormBackward(Tensor x, Tensor y, Tensor dy, Tensor dx, Tensor? residualGradient, Tensor? weight, Tensor savedMean, Tensor savedInvStd, Tensor? weightGradient, Tensor? biasGradient, BatchNormMode mode, Tensor workspace, BatchNormSync? sync = null)
     {
         var (rows, channels) = NormChecks.Backward(x, y, dy, dx, residualGradient, weight, savedMean, savedInvStd, weightGradient, biasGradient);
+        NormChecks.Sync(sync, channels);
         var xs = CpuArray(x);
         var ys = CpuArray(y);
         var dys = CpuArray(dy);
@@ -159,21 +167,27 @@ public sealed partial class CpuBackend
             var k0Tile = new ArraySegment<float>(tiles, 3 * tileLength, tileLength);
             for (var c = 0; c < channels; c++)
             {
-                var sumG = sums[c];
-                var sumGx = sums[channels + c];
                 if (biasGradient is not null)
                 {
-                    Cpu(biasGradient)[c] += (float)sumG;
+                    Cpu(biasGradient)[c] += (float)sums[c];
                 }
                 if (weightGradient is not null)
                 {
-                    Cpu(weightGradient)[c] += (float)(sumGx * invStd[c]);
+                    Cpu(weightGradient)[c] += (float)(sums[channels + c] * invStd[c]);
                 }
+            }
+            // SyncBN: dx goes through the statistics of every rank's rows, so it needs their sums; the parameter
+            // gradients above stay this rank's, which the gradient all-reduce combines.
+            double count = sync is not null && mode.Training ? SumAcrossRanks(sync, sums, 2 * channels, rows) : rows;
+            for (var c = 0; c < channels; c++)
+            {
+                var sumG = sums[c];
+                var sumGx = sums[channels + c];
                 // dx = a·g + k1·(x − mean) + k0; the batch-statistics terms vanish in evaluation mode.
                 double a = (weight is null ? 1f : gamma[c]) * invStd[c];
                 aTile[c] = (float)a;
-                k1Tile[c] = mode.Training ? (float)(-a * invStd[c] * invStd[c] * sumGx / rows) : 0f;
-                k0Tile[c] = mode.Training ? (float)(-a * sumG / rows) : 0f;
+                k1Tile[c] = mode.Training ? (float)(-a * invStd[c] * invStd[c] * sumGx / count) : 0f;
+                k0Tile[c] = mode.Training ? (float)(-a * sumG / count) : 0f;
             }
             Repeat(aTile.AsSpan(0, channels), aTile);
             Repeat(k1Tile.AsSpan(0, channels), k1Tile);
@@ -201,6 +215,30 @@ public sealed partial class CpuBackend
             ArrayPool<float>.Shared.Return(tiles);
             ArrayPool<double>.Shared.Return(sums);
         }
+    }
+
+    /// <summary>
+    /// SyncBN: sums[0, length) and, when given, <paramref name="rows"/> over every rank, through the sync's fp32 buffer;
+    /// returns the summed row count (0 when none was asked for).
+    /// </summary>
+    private static double SumAcrossRanks(BatchNormSync sync, double[] sums, int length, int? rows)
+    {
+        var values = sync.Buffer.View(0, new TensorShape(length + (rows is null ? 0 : 1)), "batch-norm sync sums");
+        var buffer = Cpu(values);
+        for (var i = 0; i < length; i++)
+        {
+            buffer[i] = (float)sums[i];
+        }
+        if (rows is { } count)
+        {
+            buffer[length] = count;
+        }
+        sync.SumAcrossRanks(values);
+        for (var i = 0; i < length; i++)
+        {
+            sums[i] = buffer[i];
+        }
+        return rows is null ? 0 : buffer[length];
     }
 
     /// <summary>Rows per tile for rows of <paramref name="channels"/> floats.</summary>
@@ -343,7 +381,8 @@ public sealed partial class CpuBackend
 /// <summary>Shape checks shared by the batch-norm ops of both backends.</summary>
 internal static class NormChecks
 {
-    public static (int Rows, int Channels) Forward(Tensor x, Tensor? residual, Tensor y, BatchNormParameters p, Tensor savedMean, Tensor savedInvStd, BatchNormMode mode)
+    /// <param name="synced">SyncBN: the statistics are over every rank's rows, so one row here is enough.</param>
+    public static (int Rows, int Channels) Forward(Tensor x, Tensor? residual, Tensor y, BatchNormParameters p, Tensor savedMean, Tensor savedInvStd, BatchNormMode mode, bool synced = false)
     {
         int rows = x.Rows, channels = x.Cols;
         Check.SameShape(x, y);
@@ -358,11 +397,19 @@ internal static class NormChecks
                 Check.Length(t.Length, channels, $"{t.Describe()} (one value per channel of {x.Describe()})");
             }
         }
-        if (mode.Training && rows < 2)
+        if (mode.Training && rows < (synced ? 1 : 2))
         {
             throw new ArgumentException($"batch norm in training mode needs more than one value per channel; {x.Describe()} has {rows} row(s)");
         }
         return (rows, channels);
+    }
+
+    public static void Sync(BatchNormSync? sync, int channels)
+    {
+        if (sync is not null && sync.Buffer.Length < BatchNormSync.BufferLength(channels))
+        {
+            throw new ArgumentException($"{sync.Buffer.Describe()}: SyncBN over {channels} channels needs a buffer of {BatchNormSync.BufferLength(channels)} floats");
+        }
     }
 
     public static (int Rows, int Channels) Backward(Tensor x, Tensor y, Tensor dy, Tensor dx, Tensor? residualGradient, Tensor? weight, Tensor savedMean, Tensor savedInvStd, Tensor? weightGradient, Tensor? biasGradient)

@@ -39,48 +39,65 @@ public sealed partial class CudaBackend
 
     private readonly Dictionary<string, int> _residentBlocks = [];
 
-    public long NtXentWorkspaceLength(int rows, int dim, MatmulPrecision precision) => PlanNtXent(rows, dim, precision).Length;
+    /// <summary>A shard's anchor rows take a second operand buffer of their own, so its workspace is larger.</summary>
+    public long NtXentWorkspaceLength(int rows, int dim, MatmulPrecision precision, NtXentShard? shard = null) => PlanNtXent(rows, dim, precision, shard).Length;
 
-    public unsafe void NtXentForward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats)
+    public unsafe void NtXentForward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats, NtXentShard? shard = null)
     {
         var (rows, dim) = ContrastiveCheck.NtXent(z, temperature);
-        var plan = PlanNtXent(rows, dim, precision);
+        var owned = ContrastiveCheck.Shard(z, shard);
+        var plan = PlanNtXent(rows, dim, precision, owned);
         ContrastiveCheck.Workspace(workspace, plan.Length);
         ContrastiveCheck.Stats(stats);
         var ws = AlignedWorkspace(workspace);
         Context.MakeCurrent();
         ulong operand = ws + plan.Operand, invNorm = ws + plan.InvNorm, lse2 = ws + plan.Lse2, positive = ws + plan.Positive;
+        ulong rowOperand = ws + plan.RowOperand, rowInvNorm = ws + plan.RowInvNorm;
         ulong rowStats = ws + plan.RowStats, partial = ws + plan.Partial, statsPointer = stats.DevicePointer();
         PrepareOperand(z.DevicePointer(), rows, plan.RowsPadded, dim, normalize: true, plan.Tiling, operand, invNorm);
+        if (rowOperand != operand)
+        {
+            PrepareOperand(z.SliceRows(owned.Offset, owned.Rows).DevicePointer(), owned.Rows, plan.AnchorRowsPadded, dim, normalize: true, plan.Tiling, rowOperand, rowInvNorm);
+        }
 
-        int splits = plan.ForwardSplits, tilesPerSplit = plan.ForwardTilesPerSplit;
+        int anchors = owned.Rows, rowOffset = owned.Offset, splits = plan.ForwardSplits, tilesPerSplit = plan.ForwardTilesPerSplit;
         var logitScale = LogitScale(temperature);
-        void** forward = stackalloc void*[] { &operand, &rows, &logitScale, &tilesPerSplit, &partial, &positive };
-        Kernel(plan.Tiling.Name(NtXentForwardKernels)).Launch(new Dim3((uint)(plan.RowsPadded / plan.Tiling.BlockRows), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.ColumnTile), Stream, forward);
+        void** forward = stackalloc void*[] { &rowOperand, &operand, &anchors, &rows, &rowOffset, &logitScale, &tilesPerSplit, &partial, &positive };
+        Kernel(plan.Tiling.Name(NtXentForwardKernels)).Launch(new Dim3((uint)(plan.AnchorRowsPadded / plan.Tiling.BlockRows), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.ColumnTile), Stream, forward);
 
-        void** combine = stackalloc void*[] { &partial, &positive, &rows, &splits, &logitScale, &lse2, &rowStats };
-        Kernel("nc_contrastive_ntxent_combine").Launch(Grid(rows, 256), 256, 0, Stream, combine);
-        LaunchStats(rowStats, rows, statsPointer);
+        void** combine = stackalloc void*[] { &partial, &positive, &anchors, &rowOffset, &splits, &logitScale, &lse2, &rowStats };
+        Kernel("nc_contrastive_ntxent_combine").Launch(Grid(anchors, 256), 256, 0, Stream, combine);
+        LaunchStats(rowStats, anchors, statsPointer);
     }
 
-    public unsafe void NtXentBackward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor dz, float gradScale = 1f)
+    public unsafe void NtXentBackward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor dz, float gradScale = 1f, NtXentShard? shard = null)
     {
         var (rows, dim) = ContrastiveCheck.NtXent(z, temperature);
-        var plan = PlanNtXent(rows, dim, precision);
+        var owned = ContrastiveCheck.Shard(z, shard);
+        var plan = PlanNtXent(rows, dim, precision, owned);
         ContrastiveCheck.Workspace(workspace, plan.Length);
-        ContrastiveCheck.Gradient(z, dz);
+        ContrastiveCheck.Gradient(z, dz, owned);
         var ws = AlignedWorkspace(workspace);
         Context.MakeCurrent();
-        ulong operand = ws + plan.Operand, invNorm = ws + plan.InvNorm, lse2 = ws + plan.Lse2, gradPartial = ws + plan.GradPartial;
-        ulong zPointer = z.DevicePointer(), dzPointer = dz.DevicePointer();
-        int rowsPadded = plan.RowsPadded, splits = plan.BackwardSplits, tilesPerSplit = plan.BackwardTilesPerSplit, dpad = plan.Tiling.PaddedDim;
+        ulong operand = ws + plan.Operand, lse2 = ws + plan.Lse2, gradPartial = ws + plan.GradPartial;
+        ulong rowOperand = ws + plan.RowOperand, rowInvNorm = ws + plan.RowInvNorm;
+        ulong zPointer = z.SliceRows(owned.Offset, owned.Rows).DevicePointer(), dzPointer = dz.DevicePointer();
+        int anchors = owned.Rows, anchorsPadded = plan.AnchorRowsPadded, rowOffset = owned.Offset;
+        int splits = plan.BackwardSplits, tilesPerSplit = plan.BackwardTilesPerSplit, dpad = plan.Tiling.PaddedDim;
         var logitScale = LogitScale(temperature);
-        void** backward = stackalloc void*[] { &operand, &lse2, &rows, &rowsPadded, &logitScale, &tilesPerSplit, &gradPartial };
-        Kernel(plan.Tiling.Name(NtXentBackwardKernels)).Launch(new Dim3((uint)(rowsPadded / plan.Tiling.BlockRows), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.ColumnTile), Stream, backward);
+        void** backward = stackalloc void*[] { &rowOperand, &operand, &lse2, &anchors, &anchorsPadded, &rows, &rowOffset, &logitScale, &tilesPerSplit, &gradPartial };
+        Kernel(plan.Tiling.Name(NtXentBackwardKernels)).Launch(new Dim3((uint)(anchorsPadded / plan.Tiling.BlockRows), (uint)splits), ContrastiveThreads, plan.Tiling.SharedBytes(plan.Tiling.ColumnTile), Stream, backward);
 
-        var gradFactor = gradScale / (rows * temperature);
-        void** finalize = stackalloc void*[] { &zPointer, &rows, &dim, &invNorm, &gradPartial, &splits, &rowsPadded, &dpad, &gradFactor, &dzPointer };
-        Kernel("nc_contrastive_ntxent_finalize").Launch(Grid((long)rows * 32, WarpRowsThreads), WarpRowsThreads, 0, Stream, finalize);
+        var gradFactor = gradScale / (anchors * temperature);
+        void** finalize = stackalloc void*[] { &zPointer, &anchors, &dim, &rowInvNorm, &gradPartial, &splits, &anchorsPadded, &dpad, &gradFactor, &dzPointer };
+        Kernel("nc_contrastive_ntxent_finalize").Launch(Grid((long)anchors * 32, WarpRowsThreads), WarpRowsThreads, 0, Stream, finalize);
+    }
+
+    /// <summary>The base-2 log-sum-exps (lse2) section of the workspace, at the same place with a shard or without.</summary>
+    public Tensor NtXentLogSumExps(Tensor workspace, int rows, int dim, MatmulPrecision precision)
+    {
+        var plan = PlanNtXent(rows, dim, precision);
+        return workspace.View((long)plan.Lse2 / sizeof(float), new TensorShape(rows), "nt-xent lse2");
     }
 
     public KeyQueue CreateKeyQueue(int capacity, int dim)
@@ -300,18 +317,21 @@ public sealed partial class CudaBackend
         return address;
     }
 
-    private NtXentPlan PlanNtXent(int rows, int dim, MatmulPrecision precision) =>
-        PlanNtXent(rows, dim, precision, Info.Multiprocessors, ResidentBlocks);
+    private NtXentPlan PlanNtXent(int rows, int dim, MatmulPrecision precision, NtXentShard? shard = null) =>
+        PlanNtXent(rows, dim, precision, Info.Multiprocessors, ResidentBlocks, shard is { } s && s.Rows != rows ? s.Rows : null);
 
     private InfoNcePlan PlanInfoNce(int batch, int dim, int queueLength, MatmulPrecision precision) =>
         PlanInfoNce(batch, dim, queueLength, precision, Info.Multiprocessors, ResidentBlocks);
 
     /// <param name="residentBlocks">Blocks of a kernel (by name, with its dynamic shared bytes) one multiprocessor holds.</param>
-    internal static NtXentPlan PlanNtXent(int rows, int dim, MatmulPrecision precision, int multiprocessors, Func<string, int, int> residentBlocks)
+    /// <param name="shardRows">The anchor rows of a data-parallel shard (null: every row of z is an anchor).</param>
+    internal static NtXentPlan PlanNtXent(int rows, int dim, MatmulPrecision precision, int multiprocessors, Func<string, int, int> residentBlocks, int? shardRows = null)
     {
         var tiling = ContrastiveTiling.For(dim, precision);
         var rowsPadded = RoundUp(rows, ContrastivePadRows);
-        var rowTiles = rowsPadded / tiling.BlockRows;
+        var anchors = shardRows ?? rows;
+        var anchorsPadded = RoundUp(anchors, ContrastivePadRows);
+        var rowTiles = anchorsPadded / tiling.BlockRows;
         var columnTiles = (rows + tiling.ColumnTile - 1) / tiling.ColumnTile;
         var sharedBytes = tiling.SharedBytes(tiling.ColumnTile);
         var forwardKernel = tiling.Name(NtXentForwardKernels);
@@ -319,15 +339,25 @@ public sealed partial class CudaBackend
         var (forwardSplits, forwardTiles) = PlanSplits((long)multiprocessors * residentBlocks(forwardKernel, sharedBytes), rowTiles, columnTiles, MaxForwardSplits);
         var (backwardSplits, backwardTiles) = PlanSplits((long)multiprocessors * residentBlocks(backwardKernel, sharedBytes), rowTiles, columnTiles, MaxBackwardSplits);
         var layout = new WorkspaceLayout();
+        var operand = layout.Take(tiling.OperandFloats(rowsPadded));
+        var invNorm = layout.Take(rowsPadded);
+        var lse2 = layout.Take(rowsPadded);
+        // A shard's anchor rows start at any row of z, and the kernels stage whole tiles of padded rows: they get an
+        // operand buffer of their own. Without a shard the anchors are the columns' operand.
+        var sharded = shardRows is not null;
+        var rowOperand = sharded ? layout.Take(tiling.OperandFloats(anchorsPadded)) : operand;
+        var rowInvNorm = sharded ? layout.Take(anchorsPadded) : invNorm;
         return new NtXentPlan(
-            tiling, rowsPadded, forwardSplits, forwardTiles, backwardSplits, backwardTiles,
-            Operand: layout.Take(tiling.OperandFloats(rowsPadded)),
-            InvNorm: layout.Take(rowsPadded),
-            Lse2: layout.Take(rowsPadded),
-            Positive: layout.Take(rows),
-            RowStats: layout.Take(3L * rows),
-            Partial: layout.Take(2L * forwardSplits * rows),
-            GradPartial: layout.Take((long)backwardSplits * rowsPadded * tiling.PaddedDim),
+            tiling, rowsPadded, anchorsPadded, forwardSplits, forwardTiles, backwardSplits, backwardTiles,
+            Operand: operand,
+            InvNorm: invNorm,
+            Lse2: lse2,
+            RowOperand: rowOperand,
+            RowInvNorm: rowInvNorm,
+            Positive: layout.Take(anchors),
+            RowStats: layout.Take(3L * anchors),
+            Partial: layout.Take(2L * forwardSplits * anchors),
+            GradPartial: layout.Take((long)backwardSplits * anchorsPadded * tiling.PaddedDim),
             Length: layout.Floats);
     }
 
@@ -368,8 +398,8 @@ public sealed partial class CudaBackend
     }
 
     internal readonly record struct NtXentPlan(
-        ContrastiveTiling Tiling, int RowsPadded, int ForwardSplits, int ForwardTilesPerSplit, int BackwardSplits, int BackwardTilesPerSplit,
-        ulong Operand, ulong InvNorm, ulong Lse2, ulong Positive, ulong RowStats, ulong Partial, ulong GradPartial, long Length);
+        ContrastiveTiling Tiling, int RowsPadded, int AnchorRowsPadded, int ForwardSplits, int ForwardTilesPerSplit, int BackwardSplits, int BackwardTilesPerSplit,
+        ulong Operand, ulong InvNorm, ulong Lse2, ulong RowOperand, ulong RowInvNorm, ulong Positive, ulong RowStats, ulong Partial, ulong GradPartial, long Length);
 
     internal readonly record struct InfoNcePlan(
         ContrastiveTiling Tiling, int RowsPadded, int Splits, int TilesPerSplit,

@@ -9,9 +9,10 @@ public sealed partial class CudaBackend
     /// <summary>Partial sums [2, splits, C] for the reductions, then the backward coefficients [3, C].</summary>
     public long BatchNormWorkspaceElements(int rows, int channels) => (2L * NormSplits(rows, channels) * channels) + (3L * channels);
 
-    public unsafe void BatchNormForward(Tensor x, Tensor? residual, Tensor y, BatchNormParameters parameters, Tensor savedMean, Tensor savedInvStd, BatchNormMode mode, Tensor workspace)
+    public unsafe void BatchNormForward(Tensor x, Tensor? residual, Tensor y, BatchNormParameters parameters, Tensor savedMean, Tensor savedInvStd, BatchNormMode mode, Tensor workspace, BatchNormSync? sync = null)
     {
-        var (rows, channels) = NormChecks.Forward(x, residual, y, parameters, savedMean, savedInvStd, mode);
+        var (rows, channels) = NormChecks.Forward(x, residual, y, parameters, savedMean, savedInvStd, mode, synced: sync is not null);
+        NormChecks.Sync(sync, channels);
         Check.Length(Math.Min(workspace.Length, BatchNormWorkspaceElements(rows, channels)), BatchNormWorkspaceElements(rows, channels), workspace.Describe() + " (batch-norm workspace)");
         if (rows == 0 || channels == 0)
         {
@@ -27,10 +28,33 @@ public sealed partial class CudaBackend
             long rowCount = rows, rowsPerSplit = (rows + splits - 1) / splits;
             ulong partial = workspace.DevicePointer(), tracked = PointerOrNull(parameters.BatchesTracked);
             var momentum = mode.Momentum;
-            void** partialArgs = stackalloc void*[] { &xp, &rowCount, &channels, &rowsPerSplit, &partial };
-            Kernel("nc_norm_stats_partial").Launch(new Dim3((uint)((channels + 31) / 32), (uint)splits), new Dim3(32, 8), 0, Stream, partialArgs);
-            void** finalizeArgs = stackalloc void*[] { &partial, &splits, &xp, &rowCount, &channels, &mean, &invStd, &runningMean, &runningVar, &tracked, &momentum, &eps };
-            Kernel("nc_norm_stats_finalize").Launch(new Dim3(Blocks(channels, 128)), 128, 0, Stream, finalizeArgs);
+            var reductionGrid = new Dim3((uint)((channels + 31) / 32), (uint)splits);
+            ulong firstRowShift = 0;
+            void** partialArgs = stackalloc void*[] { &xp, &rowCount, &channels, &rowsPerSplit, &firstRowShift, &partial };
+            Kernel("nc_norm_stats_partial").Launch(reductionGrid, new Dim3(32, 8), 0, Stream, partialArgs);
+            if (sync is null)
+            {
+                void** finalizeArgs = stackalloc void*[] { &partial, &splits, &xp, &rowCount, &channels, &mean, &invStd, &runningMean, &runningVar, &tracked, &momentum, &eps };
+                Kernel("nc_norm_stats_finalize").Launch(new Dim3(Blocks(channels, 128)), 128, 0, Stream, finalizeArgs);
+            }
+            else
+            {
+                // SyncBN, two passes as on the CPU: (Σx, rows) across ranks, the mean; then Σ(x − mean)² across ranks.
+                ulong sums = sync.Buffer.DevicePointer(), noFirstRow = 0;
+                int sumTerm = 0, squareTerm = 1, withRows = 1, withoutRows = 0;
+                void** sumArgs = stackalloc void*[] { &partial, &splits, &channels, &sumTerm, &xp, &rowCount, &withRows, &sums };
+                Kernel("nc_norm_sync_sums").Launch(new Dim3(Blocks(channels, 128)), 128, 0, Stream, sumArgs);
+                sync.SumAcrossRanks(sync.Buffer.View(0, new TensorShape(channels + 1)));
+                void** meanArgs = stackalloc void*[] { &sums, &channels, &mean };
+                Kernel("nc_norm_sync_mean").Launch(new Dim3(Blocks(channels, 128)), 128, 0, Stream, meanArgs);
+                void** shiftedArgs = stackalloc void*[] { &xp, &rowCount, &channels, &rowsPerSplit, &mean, &partial };
+                Kernel("nc_norm_stats_partial").Launch(reductionGrid, new Dim3(32, 8), 0, Stream, shiftedArgs);
+                void** squareArgs = stackalloc void*[] { &partial, &splits, &channels, &squareTerm, &noFirstRow, &rowCount, &withoutRows, &sums };
+                Kernel("nc_norm_sync_sums").Launch(new Dim3(Blocks(channels, 128)), 128, 0, Stream, squareArgs);
+                sync.SumAcrossRanks(sync.Buffer.View(0, new TensorShape(channels)));
+                void** finalizeArgs = stackalloc void*[] { &sums, &channels, &mean, &invStd, &runningMean, &runningVar, &tracked, &momentum, &eps };
+                Kernel("nc_norm_sync_finalize").Launch(new Dim3(Blocks(channels, 128)), 128, 0, Stream, finalizeArgs);
+            }
         }
         else
         {
@@ -47,9 +71,10 @@ public sealed partial class CudaBackend
         Kernel(vector ? "nc_norm_apply_vec4" : "nc_norm_apply").Launch(StrideGrid(vector ? total / 4 : total, 256), 256, 0, Stream, applyArgs);
     }
 
-    public unsafe void BatchNormBackward(Tensor x, Tensor y, Tensor dy, Tensor dx, Tensor? residualGradient, Tensor? weight, Tensor savedMean, Tensor savedInvStd, Tensor? weightGradient, Tensor? biasGradient, BatchNormMode mode, Tensor workspace)
+    public unsafe void BatchNormBackward(Tensor x, Tensor y, Tensor dy, Tensor dx, Tensor? residualGradient, Tensor? weight, Tensor savedMean, Tensor savedInvStd, Tensor? weightGradient, Tensor? biasGradient, BatchNormMode mode, Tensor workspace, BatchNormSync? sync = null)
     {
         var (rows, channels) = NormChecks.Backward(x, y, dy, dx, residualGradient, weight, savedMean, savedInvStd, weightGradient, biasGradient);
+        NormChecks.Sync(sync, channels);
         var needed = BatchNormWorkspaceElements(rows, channels);
         Check.Length(Math.Min(workspace.Length, needed), needed, workspace.Describe() + " (batch-norm workspace)");
         if (rows == 0 || channels == 0)
@@ -72,6 +97,20 @@ public sealed partial class CudaBackend
         Kernel("nc_norm_backward_partial").Launch(new Dim3((uint)((channels + 31) / 32), (uint)splits), new Dim3(32, 8), 0, Stream, partialArgs);
         void** finalizeArgs = stackalloc void*[] { &partial, &splits, &rowCount, &channels, &gamma, &invStd, &gammaGrad, &betaGrad, &coefficients, &training };
         Kernel("nc_norm_backward_finalize").Launch(new Dim3(Blocks(channels, 128)), 128, 0, Stream, finalizeArgs);
+        if (sync is not null && mode.Training)
+        {
+            // SyncBN: the parameter gradients above stay this rank's; dx's batch-statistics coefficients take
+            // (Σg, Σg·(x − mean), rows) of every rank.
+            ulong sums = sync.Buffer.DevicePointer(), upperSums = sums + (ulong)(channels * sizeof(float)), noFirstRow = 0;
+            int sumTerm = 0, productTerm = 1, withRows = 1, withoutRows = 0;
+            void** gradientSumArgs = stackalloc void*[] { &partial, &splits, &channels, &sumTerm, &noFirstRow, &rowCount, &withoutRows, &sums };
+            Kernel("nc_norm_sync_sums").Launch(new Dim3(Blocks(channels, 128)), 128, 0, Stream, gradientSumArgs);
+            void** productSumArgs = stackalloc void*[] { &partial, &splits, &channels, &productTerm, &noFirstRow, &rowCount, &withRows, &upperSums };
+            Kernel("nc_norm_sync_sums").Launch(new Dim3(Blocks(channels, 128)), 128, 0, Stream, productSumArgs);
+            sync.SumAcrossRanks(sync.Buffer.View(0, new TensorShape(BatchNormSync.BufferLength(channels))));
+            void** coefficientArgs = stackalloc void*[] { &sums, &channels, &invStd, &coefficients };
+            Kernel("nc_norm_sync_coefficients").Launch(new Dim3(Blocks(channels, 128)), 128, 0, Stream, coefficientArgs);
+        }
 
         long total = x.Length;
         var vector = channels % 4 == 0 && Aligned16(xp) && Aligned16(yp) && Aligned16(dyp) && Aligned16(dxp) && Aligned16(residualGrad);

@@ -13,6 +13,13 @@ public enum PositivePairing
 }
 
 /// <summary>
+/// The rows of a gathered z [ranks · 2B, dim] that one rank owns in a data-parallel NT-Xent: [Offset, Offset + Rows)
+/// hold that rank's views a then b, so their positives pair inside the shard (row Offset + i with Offset + (i + Rows/2)
+/// mod Rows), while every row of z is a column (a negative) of every anchor.
+/// </summary>
+public readonly record struct NtXentShard(int Offset, int Rows);
+
+/// <summary>
 /// Contrastive losses. The fused ops never materialise a rows × columns similarity matrix: they use a workspace
 /// of O(rows · dim) floats that the caller allocates once (length from the *WorkspaceLength methods) and reuses.
 /// Statistics land in a device tensor of three floats [loss, mean positive cosine, top-1 accuracy of the positive],
@@ -20,21 +27,36 @@ public enum PositivePairing
 /// </summary>
 public partial interface IBackend
 {
-    /// <summary>Floats of workspace that <see cref="NtXentForward"/> and <see cref="NtXentBackward"/> need for z [rows, dim].</summary>
-    long NtXentWorkspaceLength(int rows, int dim, MatmulPrecision precision);
+    /// <summary>Floats of workspace that <see cref="NtXentForward"/> and <see cref="NtXentBackward"/> need for z [rows, dim] (and a shard of its rows).</summary>
+    long NtXentWorkspaceLength(int rows, int dim, MatmulPrecision precision, NtXentShard? shard = null);
 
     /// <summary>
     /// NT-Xent (SimCLR) over z [2N, dim]: rows i and (i + N) mod 2N are the two views of one sample. Each row's
     /// cross-entropy runs over the 2N − 1 other rows; stats ← [mean loss, mean positive cosine, top-1 accuracy].
     /// The workspace keeps what <see cref="NtXentBackward"/> needs (normalised rows, per-row log-sum-exps).
+    /// With a <paramref name="shard"/> (data parallelism: z holds every rank's rows, gathered), only the shard's rows are
+    /// anchors, each still against every other row of z: stats are over the shard's rows, and only their log-sum-exps
+    /// are written (entries [Offset, Offset + Rows) of <see cref="NtXentLogSumExps"/>); the backward needs the others
+    /// too, gathered from the ranks that own them.
     /// </summary>
-    void NtXentForward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats);
+    void NtXentForward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats, NtXentShard? shard = null);
 
     /// <summary>
     /// dz ← gradScale · ∂loss/∂z, after <see cref="NtXentForward"/> on the same z, workspace and precision. dz must not
     /// overlap z: each row's gradient reads its partner's row of z, which another thread may already have overwritten.
+    /// With a <paramref name="shard"/>, dz [shard.Rows, dim] receives the shard's rows of gradScale · ∂(Σ_r L_r)/∂z,
+    /// where L_r is the mean loss over shard r's rows: the gradient every rank's rows send to this shard, so that the
+    /// mean of the ranks' parameter gradients is that of the global loss (the mean of the L_r). Every entry of
+    /// <see cref="NtXentLogSumExps"/> must hold its row's value (S is symmetric, so row k's column terms
+    /// exp(s_jk/τ − lse_j) need only the log-sum-exps of the other rows, not a second pass over them).
     /// </summary>
-    void NtXentBackward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor dz, float gradScale = 1f);
+    void NtXentBackward(Tensor z, float temperature, MatmulPrecision precision, Tensor workspace, Tensor dz, float gradScale = 1f, NtXentShard? shard = null);
+
+    /// <summary>
+    /// The per-row log-sum-exps <see cref="NtXentForward"/> keeps in <paramref name="workspace"/> for z [rows, dim]: a
+    /// view of <paramref name="rows"/> floats in the backend's own units, for a sharded loss to gather across ranks.
+    /// </summary>
+    Tensor NtXentLogSumExps(Tensor workspace, int rows, int dim, MatmulPrecision precision);
 
     /// <summary>A ring buffer of <paramref name="capacity"/> L2-normalised keys of <paramref name="dim"/> floats, zero-filled.</summary>
     KeyQueue CreateKeyQueue(int capacity, int dim);
@@ -178,6 +200,31 @@ internal static class ContrastiveCheck
         return (rows, dim);
     }
 
+    /// <summary>The anchor rows of z: the shard's, or all of them.</summary>
+    public static NtXentShard Shard(Tensor z, NtXentShard? shard)
+    {
+        var all = new NtXentShard(0, z.Rows);
+        if (shard is not { } s || s == all)
+        {
+            return all;
+        }
+        if (s.Rows < 2 || s.Rows % 2 != 0 || s.Offset < 0 || s.Offset > z.Rows - s.Rows)
+        {
+            throw new ArgumentException($"NT-Xent shard [{s.Offset}, {s.Offset + s.Rows}) of {z.Describe()}: a shard needs an even number of rows (views a then b), at least 2, inside z");
+        }
+        return s;
+    }
+
+    /// <summary>dz [shard rows, dim], apart from z (the backward reads z[partner] while writing dz[i]).</summary>
+    public static void Gradient(Tensor z, Tensor dz, NtXentShard shard)
+    {
+        if (dz.Shape.Rank != 2 || dz.Rows != shard.Rows || dz.Cols != z.Cols)
+        {
+            throw new ArgumentException($"{dz.Describe()}: the NT-Xent gradient of {z.Describe()}'s rows [{shard.Offset}, {shard.Offset + shard.Rows}) must be [{shard.Rows}, {z.Cols}]");
+        }
+        Check.Disjoint(dz, z, "the NT-Xent backward reads every row's partner in z while it writes dz");
+    }
+
     public static (int Batch, int Dim) InfoNce(Tensor q, Tensor k, KeyQueue queue, float temperature, Tensor? dq)
     {
         Temperature(temperature);
@@ -259,13 +306,6 @@ internal static class ContrastiveCheck
         {
             throw new ArgumentException($"{workspace.Describe()}: the op needs a workspace of {needed} floats, got {workspace.Length}");
         }
-    }
-
-    /// <summary>dz shaped like z and apart from it (the backward reads z[partner] while writing dz[i]).</summary>
-    public static void Gradient(Tensor z, Tensor dz)
-    {
-        Check.SameShape(z, dz);
-        Check.Disjoint(dz, z, "the NT-Xent backward reads every row's partner in z while it writes dz");
     }
 
     /// <summary>A device address the kernels read with <paramref name="bytes"/>-byte copies.</summary>

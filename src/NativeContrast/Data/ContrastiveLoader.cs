@@ -29,6 +29,20 @@ public sealed record LoaderOptions
 
     /// <summary>Normalisation constants; by default the data set's.</summary>
     public ChannelStats? Normalization { get; init; }
+
+    /// <summary>
+    /// Data parallelism: the ranks that share each global batch of <see cref="Ranks"/> × <see cref="BatchSize"/>
+    /// images. This loader yields rows [<see cref="Rank"/> · BatchSize, (Rank + 1) · BatchSize) of every global batch;
+    /// since the shuffle depends on the seed and the epoch only, and each image's views on (seed, epoch, index, view),
+    /// N ranks of batch B see exactly the images and views of one process of batch N·B. Needs <see cref="DropLast"/>.
+    /// </summary>
+    public int Ranks { get; init; } = 1;
+
+    /// <summary>This loader's rank among <see cref="Ranks"/>.</summary>
+    public int Rank { get; init; }
+
+    /// <summary>Images in a global batch: every rank's batch.</summary>
+    public int GlobalBatchSize => BatchSize * Ranks;
 }
 
 /// <summary>Throughput of the epochs run so far.</summary>
@@ -181,6 +195,10 @@ public sealed class ContrastiveLoader : IDisposable
         {
             throw new ArgumentOutOfRangeException(nameof(options), $"batch size {options.BatchSize}, workers {options.Workers}, prefetch {options.Prefetch} and chunk size {options.ChunkSize} must be positive");
         }
+        if (options.Ranks < 1 || options.Rank < 0 || options.Rank >= options.Ranks || (options.Ranks > 1 && !options.DropLast))
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), $"rank {options.Rank} of {options.Ranks}: a shard needs 0 <= rank < ranks, and drop-last (every rank takes a full batch)");
+        }
         var stats = options.Normalization ?? dataset.Stats;
         if (stats.Channels != dataset.Shape.Channels)
         {
@@ -214,8 +232,8 @@ public sealed class ContrastiveLoader : IDisposable
 
     public IImageDataset Dataset => _dataset;
 
-    /// <summary>Batches per epoch under the drop-last setting.</summary>
-    public int BatchesPerEpoch => Options.DropLast ? _dataset.Count / Options.BatchSize : (_dataset.Count + Options.BatchSize - 1) / Options.BatchSize;
+    /// <summary>Batches per epoch under the drop-last setting (global batches, one shard of each here).</summary>
+    public int BatchesPerEpoch => Options.DropLast ? _dataset.Count / Options.GlobalBatchSize : (_dataset.Count + Options.BatchSize - 1) / Options.BatchSize;
 
     public LoaderStats Stats => new(_images, _views, _wallSeconds, _waitSeconds, _busySeconds, Options.Workers);
 
@@ -383,7 +401,10 @@ public sealed class ContrastiveLoader : IDisposable
             }
         }
 
-        private int BatchRows(int batch) => Math.Min(loader.Options.BatchSize, order.Length - (batch * loader.Options.BatchSize));
+        private int BatchRows(int batch) => Math.Min(loader.Options.BatchSize, order.Length - FirstSample(batch));
+
+        /// <summary>The position in the epoch's order of this shard's first sample of batch <paramref name="batch"/>.</summary>
+        private int FirstSample(int batch) => (batch * loader.Options.GlobalBatchSize) + (loader.Options.Rank * loader.Options.BatchSize);
 
         private void Work()
         {
@@ -419,7 +440,7 @@ public sealed class ContrastiveLoader : IDisposable
                     var first = (int)(chunk % _chunksPerBatch) * loader.Options.ChunkSize;
                     for (var row = first; row < Math.Min(rows, first + loader.Options.ChunkSize); row++)
                     {
-                        Fill(slot, row, order[(batch * loader.Options.BatchSize) + row], augmenter, planes);
+                        Fill(slot, row, order[FirstSample(batch) + row], augmenter, planes);
                     }
                     busy += Stopwatch.GetTimestamp() - start;
                     if (Interlocked.Decrement(ref _remaining[slotIndex]) == 0)

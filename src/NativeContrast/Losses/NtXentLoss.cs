@@ -1,6 +1,7 @@
 namespace NativeContrast.Losses;
 
 using NativeContrast.Backends;
+using NativeContrast.Distributed;
 using NativeContrast.Tensors;
 
 /// <summary>
@@ -8,15 +9,30 @@ using NativeContrast.Tensors;
 /// b; the positive of row i is row (i + N) mod 2N and each row's cross-entropy runs over the other 2N − 1 rows.
 /// The loss owns its workspace (O(N·dim), sized for every precision so <see cref="Precision"/> may change
 /// between steps) and its statistics tensor; Forward and Backward never allocate or wait for the device.
+/// <para>
+/// Data-parallel (a communicator of more than one rank): the loss runs over the global batch. Forward all-gathers
+/// every rank's z (rank r's rows land at [r·Rows, (r + 1)·Rows), its views a then b), computes this rank's rows
+/// against all gathered rows, and all-gathers the rows' log-sum-exps (one float per row); Backward then gives this
+/// rank's rows their whole gradient, what every rank's rows send them included, since the similarity is symmetric
+/// (see <see cref="IBackend.NtXentBackward"/>). That replaces a reduce-scatter of a [ranks·Rows, dim] gradient by an
+/// all-gather of ranks·Rows floats. <see cref="Stats"/> are this rank's rows' means; their mean over ranks (the
+/// trainer's all-reduce) is the global batch's, the loss a single process computes on the whole batch.
+/// </para>
 /// </summary>
 public sealed class NtXentLoss : IDisposable
 {
     private readonly IBackend _backend;
     private readonly Tensor _workspace;
+    private readonly ICommunicator? _ranks;
+    private readonly NtXentShard? _shard;
+    private readonly Tensor? _gathered;
+    private readonly Tensor? _ownLogSumExps;
     private MatmulPrecision? _forwardPrecision;
     private float _temperature;
 
-    public NtXentLoss(IBackend backend, int rows, int dim, float temperature, MatmulPrecision precision = MatmulPrecision.Tf32)
+    /// <param name="rows">This rank's rows of z (2 × its images).</param>
+    /// <param name="communicator">The ranks sharing the global batch; null or a single rank: the batch is this z.</param>
+    public NtXentLoss(IBackend backend, int rows, int dim, float temperature, MatmulPrecision precision = MatmulPrecision.Tf32, ICommunicator? communicator = null)
     {
         ArgumentNullException.ThrowIfNull(backend);
         _backend = backend;
@@ -24,17 +40,31 @@ public sealed class NtXentLoss : IDisposable
         Dim = dim;
         Temperature = temperature;
         Precision = precision;
+        var allRows = rows;
+        if (communicator is { Size: > 1 })
+        {
+            _ranks = communicator;
+            _shard = new NtXentShard(communicator.Rank * rows, rows);
+            allRows = checked(communicator.Size * rows);
+        }
         // The requested precision must run here (this throws with the reason if not); the others are sized for when they can.
-        var length = Math.Max(backend.NtXentWorkspaceLength(rows, dim, precision), ContrastiveWorkspace.LargestSupported(p => backend.NtXentWorkspaceLength(rows, dim, p)));
+        var length = Math.Max(backend.NtXentWorkspaceLength(allRows, dim, precision, _shard), ContrastiveWorkspace.LargestSupported(p => backend.NtXentWorkspaceLength(allRows, dim, p, _shard)));
         _workspace = backend.Allocate(new TensorShape(checked((int)Math.Max(1, length))), "nt-xent workspace");
         try
         {
             Stats = backend.Allocate(new TensorShape(ContrastiveCheck.StatsLength), "nt-xent stats");
+            if (_ranks is not null)
+            {
+                _gathered = backend.Allocate(new TensorShape(allRows, dim), "nt-xent gathered z");
+                _ownLogSumExps = backend.Allocate(new TensorShape(rows), "nt-xent own log-sum-exps");
+            }
         }
         catch
         {
             // Out of device memory: the workspace, the large part, goes back.
             _workspace.Dispose();
+            Stats?.Dispose();
+            _gathered?.Dispose();
             throw;
         }
     }
@@ -62,15 +92,29 @@ public sealed class NtXentLoss : IDisposable
 
     public long WorkspaceBytes => _workspace.Length * sizeof(float);
 
-    /// <summary>Computes the loss and statistics of z [Rows, Dim] into <see cref="Stats"/>.</summary>
+    /// <summary>Computes the loss and statistics of z [Rows, Dim] (this rank's rows) into <see cref="Stats"/>.</summary>
     public void Forward(Tensor z)
     {
         Check.Rows(z, Rows, Dim);
-        _backend.NtXentForward(z, Temperature, Precision, _workspace, Stats);
+        if (_ranks is null || _gathered is null || _ownLogSumExps is null || _shard is not { } shard)
+        {
+            _backend.NtXentForward(z, Temperature, Precision, _workspace, Stats);
+        }
+        else
+        {
+            _ranks.AllGather(z, _gathered);
+            _backend.NtXentForward(_gathered, Temperature, Precision, _workspace, Stats, shard);
+            var logSumExps = _backend.NtXentLogSumExps(_workspace, _gathered.Rows, Dim, Precision);
+            _backend.Copy(logSumExps.View(shard.Offset, new TensorShape(shard.Rows)), _ownLogSumExps);
+            _ranks.AllGather(_ownLogSumExps, logSumExps);
+        }
         _forwardPrecision = Precision;
     }
 
-    /// <summary>dz ← gradScale · ∂loss/∂z for the z of the last <see cref="Forward"/>.</summary>
+    /// <summary>
+    /// dz ← gradScale · ∂loss/∂z for the z of the last <see cref="Forward"/>; data-parallel, the gradient of the sum of
+    /// every rank's loss with respect to this rank's rows (so that the ranks' mean parameter gradient is the global loss's).
+    /// </summary>
     public void Backward(Tensor z, Tensor dz, float gradScale = 1f)
     {
         if (_forwardPrecision is not { } precision)
@@ -78,7 +122,14 @@ public sealed class NtXentLoss : IDisposable
             throw new InvalidOperationException("NtXentLoss.Backward needs a Forward on the same z first");
         }
         Check.Rows(z, Rows, Dim);
-        _backend.NtXentBackward(z, Temperature, precision, _workspace, dz, gradScale);
+        if (_gathered is null)
+        {
+            _backend.NtXentBackward(z, Temperature, precision, _workspace, dz, gradScale);
+        }
+        else
+        {
+            _backend.NtXentBackward(_gathered, Temperature, precision, _workspace, dz, gradScale, _shard);
+        }
     }
 
     /// <summary>The statistics of the last forward, copied to the host (waits for the device).</summary>
@@ -88,5 +139,7 @@ public sealed class NtXentLoss : IDisposable
     {
         _workspace.Dispose();
         Stats.Dispose();
+        _gathered?.Dispose();
+        _ownLogSumExps?.Dispose();
     }
 }

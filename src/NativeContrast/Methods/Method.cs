@@ -2,6 +2,7 @@ namespace NativeContrast.Methods;
 
 using NativeContrast.Backends;
 using NativeContrast.Data;
+using NativeContrast.Distributed;
 using NativeContrast.Nn;
 using NativeContrast.Optim;
 using NativeContrast.Tensors;
@@ -26,9 +27,10 @@ public sealed record ViewGroups(
 /// <summary>
 /// What the trainer tells a method when it plans its memory: the batch shape, the run's length (momentum ramps,
 /// prototype freezing, queue start), the data set's size (queues are capped by it) and the training set itself, for
-/// the methods that read its labels (partial-label learning).
+/// the methods that read its labels (partial-label learning). <see cref="Communicator"/>: the ranks of a data-parallel
+/// run (<see cref="BatchSize"/> is this rank's share of the global batch), null in a single process.
 /// </summary>
-public sealed record MethodContext(IBackend Backend, ResNet Backbone, AugmentationPreset Preset, int BatchSize, int Channels, ulong Seed, int StepsPerEpoch = 1, long TotalSteps = 1, int DatasetImages = int.MaxValue, IImageDataset? Dataset = null);
+public sealed record MethodContext(IBackend Backend, ResNet Backbone, AugmentationPreset Preset, int BatchSize, int Channels, ulong Seed, int StepsPerEpoch = 1, long TotalSteps = 1, int DatasetImages = int.MaxValue, IImageDataset? Dataset = null, ICommunicator? Communicator = null);
 
 /// <summary>
 /// A training method (self-supervised, or supervised on labels: fine-tuning, distillation) as a short composition, in the shape of solo-learn's methods: its defaults, its heads, its
@@ -88,6 +90,16 @@ public abstract class Method : IDisposable
     /// chain for evaluation on its own, so the method's training plan is left as the last step left it.
     /// </summary>
     public virtual Module? Classifier => null;
+
+    /// <summary>
+    /// Whether the method trains data-parallel over several ranks: its loss over the global batch (given the
+    /// <see cref="MethodContext.Communicator"/>) and every buffer it owns the same on every rank. MoCo's shuffle-BN and
+    /// gathered queue, SwAV's distributed Sinkhorn and PiCO's gathered queue are not written yet.
+    /// </summary>
+    public virtual bool SupportsDataParallel => false;
+
+    /// <summary>The batch norms of the method's heads (the trainer adds the backbone's), for SyncBN.</summary>
+    public virtual IEnumerable<BatchNorm> BatchNorms => [];
 
     /// <summary>A momentum teacher whose EMA the optimiser fuses into its step (MoCo, BYOL); null for SimCLR.</summary>
     public virtual Ema? Teacher => null;

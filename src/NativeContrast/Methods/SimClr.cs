@@ -60,6 +60,7 @@ public sealed record SimClrOptions
 /// loss = nt_xent(z, tau)                               # positives: (i, i + N)
 /// loss.backward()
 /// </code>
+/// Data-parallel, each rank forwards its share of the batch and NT-Xent runs over every rank's z (see <see cref="NtXentLoss"/>).
 /// </summary>
 public sealed class SimClr(SimClrOptions? options = null) : Method
 {
@@ -87,6 +88,11 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
     };
 
     public override Ema? Teacher => _teacher?.Ema;
+
+    /// <summary>NT-Xent over the global batch; not with the momentum queue, whose keys would need gathering too.</summary>
+    public override bool SupportsDataParallel => Options.QueueLength == 0;
+
+    public override IEnumerable<BatchNorm> BatchNorms => Projector.BatchNorms;
 
     /// <summary>The momentum keys' loss and queue; null without <see cref="SimClrOptions.QueueLength"/>.</summary>
     public InfoNceLoss? QueueLoss => _queueLoss;
@@ -129,7 +135,7 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
         var size = context.Preset.Views[0].Size;
         var rows = 2 * context.BatchSize;
         _plan = _model!.Plan(new TensorShape(rows, size, size, context.Channels));
-        _loss = new NtXentLoss(context.Backend, rows, Options.OutputDim, Options.Temperature, Options.Precision);
+        _loss = new NtXentLoss(context.Backend, rows, Options.OutputDim, Options.Temperature, Options.Precision, context.Communicator);
         _projectionGradient = context.Backend.Allocate(new TensorShape(rows, Options.OutputDim), "simclr dz");
         if (_teacher is not null)
         {

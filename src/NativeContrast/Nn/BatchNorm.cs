@@ -1,6 +1,7 @@
 namespace NativeContrast.Nn;
 
 using NativeContrast.Backends;
+using NativeContrast.Distributed;
 using NativeContrast.Tensors;
 
 /// <summary>
@@ -10,6 +11,7 @@ using NativeContrast.Tensors;
 /// shortcut add before it) can be fused into the same pass.
 /// Arena names: {name}.weight (NormScale), {name}.bias (NormShift), {name}.running_mean, {name}.running_var and
 /// {name}.num_batches_tracked (Buffer; the counter is a float, exact to 2^24 steps).
+/// With <see cref="SyncRanks"/> (SyncBN), training-mode statistics are those of every rank's batch together.
 /// </summary>
 public sealed class BatchNorm
 {
@@ -50,6 +52,12 @@ public sealed class BatchNorm
 
     /// <summary>Initialise gamma to 0 instead of 1 (torchvision's zero_init_residual for a block's last norm).</summary>
     public bool ZeroInitWeight { get; set; }
+
+    /// <summary>
+    /// SyncBN: the ranks whose batches share this layer's training statistics; null (or one rank) keeps them per
+    /// process. Set it before the layer is planned: a plan keeps the buffer its all-reduces use.
+    /// </summary>
+    public ICommunicator? SyncRanks { get; set; }
 
     public IBackend Backend { get; private set; } = null!;
 
@@ -97,7 +105,10 @@ public sealed class BatchNorm
         var mean = builder.Allocate(new TensorShape(Channels), Module.Join(Name, "saved_mean"));
         var invStd = builder.Allocate(new TensorShape(Channels), Module.Join(Name, "saved_invstd"));
         var workspace = builder.Workspace.Request(new TensorShape(checked((int)Math.Max(1, builder.Backend.BatchNormWorkspaceElements(rows, Channels)))), Module.Join(Name, "partials"));
-        return new BatchNormPlan(input, mean, invStd, workspace);
+        var sync = SyncRanks is { Size: > 1 } ranks
+            ? new BatchNormSync(builder.Allocate(new TensorShape(BatchNormSync.BufferLength(Channels)), Module.Join(Name, "sync_sums")), ranks.AllReduce)
+            : null;
+        return new BatchNormPlan(input, mean, invStd, workspace, sync);
     }
 
     /// <summary>
@@ -108,7 +119,7 @@ public sealed class BatchNorm
     {
         CheckShape(plan, x);
         plan.Mode = new BatchNormMode(training, relu, Momentum, Epsilon);
-        Backend.BatchNormForward(x, residual, y, Parameters, plan.SavedMean, plan.SavedInvStd, plan.Mode, plan.Workspace.Tensor);
+        Backend.BatchNormForward(x, residual, y, Parameters, plan.SavedMean, plan.SavedInvStd, plan.Mode, plan.Workspace.Tensor, plan.Sync);
     }
 
     /// <summary>
@@ -118,7 +129,7 @@ public sealed class BatchNorm
     public void Backward(BatchNormPlan plan, Tensor x, Tensor y, Tensor dy, Tensor dx, Tensor? residualGradient = null)
     {
         CheckShape(plan, x);
-        Backend.BatchNormBackward(x, y, dy, dx, residualGradient, Parameters.Weight, plan.SavedMean, plan.SavedInvStd, WeightGradient, BiasGradient, plan.Mode, plan.Workspace.Tensor);
+        Backend.BatchNormBackward(x, y, dy, dx, residualGradient, Parameters.Weight, plan.SavedMean, plan.SavedInvStd, WeightGradient, BiasGradient, plan.Mode, plan.Workspace.Tensor, plan.Sync);
     }
 
     private void CheckShape(BatchNormPlan plan, Tensor x)
@@ -133,12 +144,13 @@ public sealed class BatchNorm
 /// <summary>A batch norm's saved statistics (mean and 1/std used by the last forward) and workspace for one shape.</summary>
 public sealed class BatchNormPlan
 {
-    internal BatchNormPlan(TensorShape inputShape, Tensor savedMean, Tensor savedInvStd, ScratchView workspace)
+    internal BatchNormPlan(TensorShape inputShape, Tensor savedMean, Tensor savedInvStd, ScratchView workspace, BatchNormSync? sync)
     {
         InputShape = inputShape;
         SavedMean = savedMean;
         SavedInvStd = savedInvStd;
         Workspace = workspace;
+        Sync = sync;
     }
 
     public TensorShape InputShape { get; }
@@ -148,6 +160,9 @@ public sealed class BatchNormPlan
     public Tensor SavedInvStd { get; }
 
     public ScratchView Workspace { get; }
+
+    /// <summary>SyncBN's buffer and all-reduce; null for per-process statistics.</summary>
+    public BatchNormSync? Sync { get; }
 
     /// <summary>How the last forward ran (batch or running statistics, ReLU fused or not).</summary>
     public BatchNormMode Mode { get; internal set; }

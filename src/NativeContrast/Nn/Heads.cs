@@ -72,6 +72,9 @@ public sealed class MlpHead : Module
 
     public IReadOnlyList<BatchNorm?> Norms => _norms;
 
+    /// <summary>The layers' batch norms, where they have one.</summary>
+    public IEnumerable<BatchNorm> BatchNorms => _norms.OfType<BatchNorm>();
+
     public override TensorShape OutputShape(TensorShape input)
     {
         foreach (var linear in _linears)

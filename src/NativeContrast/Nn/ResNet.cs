@@ -119,6 +119,9 @@ public sealed class ResNet : Module
 
     public IReadOnlyList<ResidualBlock> Blocks => _blocks;
 
+    /// <summary>Every batch norm of the network, stem first (what SyncBN synchronises).</summary>
+    public IEnumerable<BatchNorm> BatchNorms => [Bn1, .. _blocks.SelectMany(b => b.DownsampleNorm is { } d ? [.. b.Norms, d] : b.Norms)];
+
     /// <summary>Channels of the pooled features (512·w for ResNet-18/34, 2048·w for ResNet-50).</summary>
     public int FeatureDim { get; }
 

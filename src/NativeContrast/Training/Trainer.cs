@@ -6,6 +6,7 @@ using System.Text.Json;
 using NativeContrast.Backends;
 using NativeContrast.Checkpoints;
 using NativeContrast.Data;
+using NativeContrast.Distributed;
 using NativeContrast.Eval;
 using NativeContrast.Losses;
 using NativeContrast.Methods;
@@ -21,6 +22,16 @@ using NativeContrast.Tensors;
 /// class-balanced labelled subset of the train split. Each step: loader → views on the backend (grouped by size) →
 /// <see cref="Method.TrainingStep"/> → the loss read and checked → optimiser step → metrics. A run resumes exactly
 /// (bit for bit on the CPU) from any checkpoint it wrote, at an epoch's end or mid-epoch after a cancellation.
+/// <para>
+/// Data-parallel, with a communicator of more than one rank (a method that <see cref="Method.SupportsDataParallel"/>):
+/// rank 0's initial parameters are broadcast; every rank takes its shard of each global batch of ranks × BatchSize
+/// images (the same images and views as one process of that batch); after the backward one all-reduce averages the
+/// gradient arena, so the optimiser steps agree on every rank; the step's statistics (and whether any rank was asked to
+/// stop) are all-reduced, so the logged loss is the global batch's. Rank 0 alone writes metrics, checkpoints and the
+/// encoder, and runs the evaluation taps while the others wait. Checkpoints hold global state only (the step counts
+/// global batches), so a run resumes on any number of ranks with the same global batch. With
+/// <see cref="TrainingOptions.SyncBatchNorm"/> every batch norm computes its training statistics over the global batch.
+/// </para>
 /// </summary>
 public sealed class Trainer : IDisposable
 {
@@ -30,6 +41,9 @@ public sealed class Trainer : IDisposable
 
     /// <summary>The checkpoint section holding the method's host counters (<see cref="Method.HostState"/>).</summary>
     public const string MethodStateSection = "method_state";
+
+    /// <summary>Floats of the data-parallel step summary: the three statistics and the stop flag.</summary>
+    private const int StepSummaryLength = 4;
 
     private readonly IBackend _backend;
     private readonly Method _method;
@@ -43,11 +57,14 @@ public sealed class Trainer : IDisposable
     private readonly int[] _batchIndices;
     private readonly int[] _batchLabels;
     private readonly FeatureExtractor _features;
+    private readonly ICommunicator? _ranks;
+    private readonly Tensor? _stepSummary;
     private long _step;
     private int _epoch;
     private int _batchInEpoch;
 
-    public Trainer(IBackend backend, Method method, string arch, ResNetOptions backboneOptions, IImageDataset train, IImageDataset? test, TrainingOptions options, string datasetName)
+    /// <param name="communicator">The ranks of a data-parallel run; null (or a single rank) trains in this process alone.</param>
+    public Trainer(IBackend backend, Method method, string arch, ResNetOptions backboneOptions, IImageDataset train, IImageDataset? test, TrainingOptions options, string datasetName, ICommunicator? communicator = null)
     {
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(method);
@@ -59,9 +76,20 @@ public sealed class Trainer : IDisposable
         {
             train = LabelledSubset.Draw(split, budget, options.LabelsSeed);
         }
-        if (train.Count < options.BatchSize)
+        _ranks = communicator is { Size: > 1 } ranks ? ranks : null;
+        var rankCount = _ranks?.Size ?? 1;
+        GlobalBatchSize = checked(options.BatchSize * rankCount);
+        if (_ranks is not null && !method.SupportsDataParallel)
         {
-            throw new ArgumentException($"{train.Name} has {train.Count} images, fewer than one batch of {options.BatchSize} (--batch)", nameof(options));
+            throw new ArgumentException($"{method.Name} does not train data-parallel yet (only SimCLR without a queue does): run it as one process", nameof(method));
+        }
+        if (train.Count < GlobalBatchSize)
+        {
+            throw new ArgumentException(
+                rankCount == 1
+                    ? $"{train.Name} has {train.Count} images, fewer than one batch of {options.BatchSize} (--batch)"
+                    : $"{train.Name} has {train.Count} images, fewer than one global batch of {GlobalBatchSize} ({rankCount} ranks × --batch {options.BatchSize})",
+                nameof(options));
         }
         _backend = backend;
         _method = method;
@@ -85,15 +113,34 @@ public sealed class Trainer : IDisposable
         method.Bind(_arena);
         Backbone.Initialize(options.Seed);
         method.Initialize(options.Seed);
+        if (_ranks is not null)
+        {
+            // Every rank starts from rank 0's values, whatever its initialisation did.
+            _ranks.Broadcast(_arena.Values, root: 0);
+            foreach (var (_, tensor) in method.StateTensors)
+            {
+                _ranks.Broadcast(tensor, root: 0);
+            }
+            if (options.SyncBatchNorm)
+            {
+                foreach (var norm in Backbone.BatchNorms.Concat(method.BatchNorms))
+                {
+                    norm.SyncRanks = _ranks;
+                }
+            }
+            // The step's statistics [loss, positive cosine, top-1] and a stop flag, all-reduced in one call.
+            _stepSummary = backend.Allocate(new TensorShape(StepSummaryLength), "step summary");
+        }
 
-        _loader = new ContrastiveLoader(train, preset, new LoaderOptions { BatchSize = options.BatchSize, Seed = options.Seed, Workers = options.Workers, Normalization = stats }, backend);
+        var loaderOptions = new LoaderOptions { BatchSize = options.BatchSize, Seed = options.Seed, Workers = options.Workers, Normalization = stats, Ranks = rankCount, Rank = _ranks?.Rank ?? 0 };
+        _loader = new ContrastiveLoader(train, preset, loaderOptions, backend);
         (_groups, _groupViews) = AllocateGroups(backend, _loader, preset);
         _batchIndices = new int[options.BatchSize];
         _batchLabels = new int[options.BatchSize];
         StepsPerEpoch = _loader.BatchesPerEpoch;
         TotalSteps = (long)StepsPerEpoch * options.Epochs;
-        method.Prepare(new MethodContext(backend, Backbone, preset, options.BatchSize, train.Shape.Channels, options.Seed, StepsPerEpoch, TotalSteps, train.Count, train));
-        var peak = options.LearningRate ?? method.BaseLearningRate(options.Optimizer) * options.BatchSize / 256f;
+        method.Prepare(new MethodContext(backend, Backbone, preset, options.BatchSize, train.Shape.Channels, options.Seed, StepsPerEpoch, TotalSteps, train.Count, train, _ranks));
+        var peak = options.LearningRate ?? method.BaseLearningRate(options.Optimizer) * GlobalBatchSize / 256f;
         var warmupEpochs = options.WarmupEpochs ?? Math.Min(10, options.Epochs / 10.0);
         var warmup = Math.Min(TotalSteps, (long)Math.Round(warmupEpochs * StepsPerEpoch));
         WeightDecay = options.WeightDecay ?? method.DefaultWeightDecay(options.Optimizer);
@@ -118,16 +165,22 @@ public sealed class Trainer : IDisposable
             CropScaleMin = options.CropScaleMin,
             Mean = stats.Mean,
             Std = stats.Std,
-            BatchSize = options.BatchSize,
+            BatchSize = GlobalBatchSize,
             Epochs = options.Epochs,
             Seed = options.Seed,
         };
         Description = $"{method.Name} on {train.Name} ({train.Count} images, {preset.Views[0].Size}px, {preset.Name} views), {arch} ×{backboneOptions.WidthMultiplier.ToString(CultureInfo.InvariantCulture)} " +
-            $"{Spec.Stem} stem ({Backbone.FeatureDim}-d features, {_arena.Views.Where(v => v.IsTrainable).Sum(v => v.Length):N0} parameters), batch {options.BatchSize}, {options.Optimizer} lr {peak.ToString("G4", CultureInfo.InvariantCulture)} " +
+            $"{Spec.Stem} stem ({Backbone.FeatureDim}-d features, {_arena.Views.Where(v => v.IsTrainable).Sum(v => v.Length):N0} parameters), batch {GlobalBatchSize}{RanksDescription(options)}, {options.Optimizer} lr {peak.ToString("G4", CultureInfo.InvariantCulture)} " +
             $"(warm-up {warmup} steps, cosine), wd {WeightDecay.ToString(CultureInfo.InvariantCulture)}, {options.Epochs} epochs × {StepsPerEpoch} steps on {backend.Name}";
     }
 
     public TrainingOptions Options { get; }
+
+    /// <summary>Images per optimiser step over every rank: <see cref="TrainingOptions.BatchSize"/> × ranks.</summary>
+    public int GlobalBatchSize { get; }
+
+    /// <summary>Whether this process writes the run's files and reports (rank 0, or the only process).</summary>
+    public bool IsRoot => _ranks is null || _ranks.Rank == 0;
 
     public ResNet Backbone { get; }
 
@@ -212,7 +265,7 @@ public sealed class Trainer : IDisposable
     /// </summary>
     public TrainingResult Run(ITrainingObserver? observer = null, CancellationToken cancel = default)
     {
-        using var metrics = Options.OutputDirectory is { } dir ? new MetricsLog(dir, _step) : null;
+        using var metrics = IsRoot && Options.OutputDirectory is { } dir ? new MetricsLog(dir, _step) : null;
         observer?.Started(new TrainingStart(_step, TotalSteps, StepsPerEpoch, _epoch, Options.Epochs, Description));
         var clock = Stopwatch.StartNew();
         var startStep = _step;
@@ -233,7 +286,21 @@ public sealed class Trainer : IDisposable
                 batch.Indices.CopyTo(_batchIndices);
                 batch.Labels.CopyTo(_batchLabels);
                 var groups = new ViewGroups(_groups, _groupViews, batch.Count, _step, _batchIndices.AsMemory(0, batch.Count), _batchLabels.AsMemory(0, batch.Count));
-                var stats = ContrastiveStats.Read(_backend, _method.TrainingStep(groups));
+                var statistics = _method.TrainingStep(groups);
+                var stopping = false;
+                ContrastiveStats stats;
+                if (_ranks is null)
+                {
+                    stats = ContrastiveStats.Read(_backend, statistics);
+                }
+                else
+                {
+                    // One all-reduce over the whole gradient arena. Buckets overlapped with the backward pay off where
+                    // the reduction runs beside the compute (NCCL on its own stream); CPU ranks compute and reduce on
+                    // the same cores, so there is nothing to overlap and no gain to measure.
+                    _ranks.AllReduceMean(_arena.Gradients);
+                    (stats, stopping) = GlobalSummary(statistics, cancel.IsCancellationRequested);
+                }
                 if (!float.IsFinite(stats.Loss))
                 {
                     throw new NonFiniteLossException(_step, _epoch, stats.Loss, lastCheckpoint);
@@ -244,13 +311,13 @@ public sealed class Trainer : IDisposable
                 _method.AfterOptimizerStep(_step);
                 lossSum += stats.Loss;
                 var now = Stopwatch.GetTimestamp();
-                var step = new StepMetrics(_step, _epoch, _batchInEpoch, stats.Loss, learningRate, stats.PositiveSimilarity, stats.Top1Accuracy, Throughput(window, now - last, batch.Count));
+                var step = new StepMetrics(_step, _epoch, _batchInEpoch, stats.Loss, learningRate, stats.PositiveSimilarity, stats.Top1Accuracy, Throughput(window, now - last, batch.Count * (_ranks?.Size ?? 1)));
                 last = now;
                 _step++;
                 _batchInEpoch++;
                 metrics?.Write(step);
                 observer?.StepCompleted(step);
-                if (cancel.IsCancellationRequested)
+                if (_ranks is null ? cancel.IsCancellationRequested : stopping)
                 {
                     lastCheckpoint = SaveCheckpoint(observer);
                     return Finish(clock, startStep, interrupted: true, lastKnn, lastClassifier, lastCheckpoint, encoder: null);
@@ -272,14 +339,16 @@ public sealed class Trainer : IDisposable
             }
             lastKnn = knn ?? lastKnn;
             lastClassifier = classifier ?? lastClassifier;
-            var epochMetrics = new EpochMetrics(_epoch - 1, _step, lossSum / Math.Max(1, _step - epochStartStep), knn, seconds, (_step - epochStartStep) * (double)Options.BatchSize / Math.Max(seconds, 1e-9), classifier);
+            // The ranks wait here for rank 0's evaluation, and agree whether to stop.
+            var stop = _ranks is null ? cancel.IsCancellationRequested : GlobalSummary(null, cancel.IsCancellationRequested).Stop;
+            var epochMetrics = new EpochMetrics(_epoch - 1, _step, lossSum / Math.Max(1, _step - epochStartStep), knn, seconds, (_step - epochStartStep) * (double)GlobalBatchSize / Math.Max(seconds, 1e-9), classifier);
             metrics?.Write(epochMetrics);
             observer?.EpochCompleted(epochMetrics);
-            if (Due(Options.CheckpointEveryEpochs, lastEpoch) || cancel.IsCancellationRequested)
+            if (Due(Options.CheckpointEveryEpochs, lastEpoch) || stop)
             {
                 lastCheckpoint = SaveCheckpoint(observer) ?? lastCheckpoint;
             }
-            if (cancel.IsCancellationRequested && !lastEpoch)
+            if (stop && !lastEpoch)
             {
                 return Finish(clock, startStep, interrupted: true, lastKnn, lastClassifier, lastCheckpoint, encoder: null);
             }
@@ -323,10 +392,10 @@ public sealed class Trainer : IDisposable
         return accuracy;
     }
 
-    /// <summary>Writes the training checkpoint (atomically) and returns its path; null without an output directory.</summary>
+    /// <summary>Writes the training checkpoint (atomically) and returns its path; null without an output directory, or on a rank other than 0.</summary>
     public string? SaveCheckpoint(ITrainingObserver? observer = null)
     {
-        if (CheckpointPath is not { } path)
+        if (CheckpointPath is not { } path || !IsRoot)
         {
             return null;
         }
@@ -350,10 +419,10 @@ public sealed class Trainer : IDisposable
         return path;
     }
 
-    /// <summary>The backbone alone under torchvision's names ("conv1.weight", "layer1.0.bn1.running_mean", ...).</summary>
+    /// <summary>The backbone alone under torchvision's names ("conv1.weight", "layer1.0.bn1.running_mean", ...); rank 0 only.</summary>
     public string? ExportEncoder(ITrainingObserver? observer = null)
     {
-        if (Options.OutputDirectory is not { } dir)
+        if (Options.OutputDirectory is not { } dir || !IsRoot)
         {
             return null;
         }
@@ -374,7 +443,36 @@ public sealed class Trainer : IDisposable
         _loader.Dispose();
         Backbone.Dispose();
         _arena.Dispose();
+        _stepSummary?.Dispose();
     }
+
+    /// <summary>
+    /// Data-parallel: the mean over ranks of this step's <paramref name="statistics"/> (none between epochs) and
+    /// whether any rank was asked to stop, in one all-reduce, so every rank logs the same loss and stops at the same step.
+    /// </summary>
+    private (ContrastiveStats Stats, bool Stop) GlobalSummary(Tensor? statistics, bool stopHere)
+    {
+        var summary = _stepSummary!;
+        var statisticsView = summary.View(0, new TensorShape(StepSummaryLength - 1));
+        if (statistics is null)
+        {
+            _backend.Fill(statisticsView, 0f);
+        }
+        else
+        {
+            _backend.Copy(statistics, statisticsView);
+        }
+        _backend.Fill(summary.View(StepSummaryLength - 1, new TensorShape(1)), stopHere ? 1f : 0f);
+        _ranks!.AllReduce(summary);
+        Span<float> values = stackalloc float[StepSummaryLength];
+        _backend.CopyToHost(summary, values);
+        var ranks = (float)_ranks.Size;
+        return (new ContrastiveStats(values[0] / ranks, values[1] / ranks, values[2] / ranks), values[3] > 0f);
+    }
+
+    private string RanksDescription(TrainingOptions options) => _ranks is null
+        ? ""
+        : $" ({_ranks.Size} ranks × {options.BatchSize}{(options.SyncBatchNorm ? ", SyncBN" : "")})";
 
     private Dictionary<string, string> SpecMetadata() => new()
     {
@@ -397,6 +495,10 @@ public sealed class Trainer : IDisposable
         {
             return (null, null);
         }
+        if (!IsRoot)
+        {
+            return (null, null);
+        }
         var queries = _features.Extract(_test, cancel: cancel);
         return (knnDue ? EvaluateKnn(observer, cancel, queries) : null, classifierDue ? EvaluateClassifier(observer, cancel, queries) : null);
     }
@@ -404,7 +506,7 @@ public sealed class Trainer : IDisposable
     private TrainingResult Finish(Stopwatch clock, long startStep, bool interrupted, Accuracy? knn, Accuracy? classifier, string? checkpoint, string? encoder)
     {
         var seconds = clock.Elapsed.TotalSeconds;
-        return new TrainingResult(_epoch, _step, interrupted, knn, seconds, (_step - startStep) * (double)Options.BatchSize / Math.Max(seconds, 1e-9), checkpoint, encoder, classifier);
+        return new TrainingResult(_epoch, _step, interrupted, knn, seconds, (_step - startStep) * (double)GlobalBatchSize / Math.Max(seconds, 1e-9), checkpoint, encoder, classifier);
     }
 
     /// <summary>Images per second over the last 20 steps (loader waits included).</summary>

@@ -67,6 +67,13 @@ public sealed record TrainingOptions
     /// <summary>Batch of the evaluation passes (any size: the last partial batch is padded).</summary>
     public int EvalBatchSize { get; init; } = 256;
 
+    /// <summary>
+    /// Data-parallel runs: every BatchNorm's training statistics over the global batch (SyncBN, as SimCLR trains), so
+    /// that N ranks of batch B step as one process of batch N·B; false normalises each rank's batch alone (no
+    /// all-reduce per layer). No effect in a single process.
+    /// </summary>
+    public bool SyncBatchNorm { get; init; } = true;
+
     /// <summary>Write the training checkpoint every this many epochs (and after the last); 0 only at the end.</summary>
     public int CheckpointEveryEpochs { get; init; } = 1;
 

@@ -55,6 +55,46 @@ public class ContrastivePlanTests
         Assert.That(failures, Is.Empty, string.Join("\n", failures.Take(20)));
     }
 
+    /// <summary>
+    /// A data-parallel shard's plan: its anchor rows tile the grid, every column of the gathered z is covered, the
+    /// anchors get their own aligned operand, and the log-sum-exps sit where the unsharded plan has them (the section
+    /// a sharded loss gathers into through NtXentLogSumExps, which plans without the shard).
+    /// </summary>
+    [Test]
+    public void NtXentShardPlansCoverEveryColumnOnEveryDevice()
+    {
+        var failures = new List<string>();
+        for (var multiprocessors = 1; multiprocessors <= 200; multiprocessors += 7)
+        {
+            foreach (var (shards, shardRows) in new[] { (2, 2), (2, 130), (3, 34), (8, 512), (64, 1026) })
+            {
+                foreach (var dim in Dims)
+                {
+                    foreach (var precision in Precisions)
+                    {
+                        var rows = shards * shardRows;
+                        var plan = CudaBackend.PlanNtXent(rows, dim, precision, multiprocessors, (_, _) => 2, shardRows);
+                        var whole = CudaBackend.PlanNtXent(rows, dim, precision, multiprocessors, (_, _) => 2);
+                        var where = $"{multiprocessors} SMs, {shards} shards of {shardRows} rows, d = {dim}, {precision}";
+                        var columnTiles = (rows + plan.Tiling.ColumnTile - 1) / plan.Tiling.ColumnTile;
+                        CheckCover(failures, $"{where} forward", plan.ForwardSplits, plan.ForwardTilesPerSplit, columnTiles, CudaBackend.MaxForwardSplits);
+                        CheckCover(failures, $"{where} backward", plan.BackwardSplits, plan.BackwardTilesPerSplit, columnTiles, CudaBackend.MaxBackwardSplits);
+                        CheckAligned(failures, where, plan.Operand, plan.InvNorm, plan.Lse2, plan.RowOperand, plan.RowInvNorm, plan.Positive, plan.RowStats, plan.Partial, plan.GradPartial);
+                        if (plan.AnchorRowsPadded % plan.Tiling.BlockRows != 0 || plan.AnchorRowsPadded < shardRows || plan.RowOperand == plan.Operand)
+                        {
+                            failures.Add($"{where}: anchors padded to {plan.AnchorRowsPadded} with their operand at {plan.RowOperand} (columns' at {plan.Operand})");
+                        }
+                        if (plan.Lse2 != whole.Lse2)
+                        {
+                            failures.Add($"{where}: log-sum-exps at byte {plan.Lse2}, unsharded at {whole.Lse2}");
+                        }
+                    }
+                }
+            }
+        }
+        Assert.That(failures, Is.Empty, string.Join("\n", failures.Take(20)));
+    }
+
     [Test]
     public void InfoNceSweepCoversTheQueueOnEveryDevice()
     {

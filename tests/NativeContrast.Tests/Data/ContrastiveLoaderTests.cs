@@ -36,6 +36,41 @@ public class ContrastiveLoaderTests
     }
 
     [Test]
+    public void RanksTogetherSeeTheImagesAndViewsOfOneLoaderOfTheGlobalBatch()
+    {
+        using var data = Shapes(50);
+        var preset = AugmentationPresets.SimClrCifar(16);
+        using var whole = new ContrastiveLoader(data, preset, new LoaderOptions { BatchSize = 12, Seed = 4, Workers = 2 });
+        var expected = Collect(whole, 1);
+        var shards = Enumerable.Range(0, 3).Select(rank =>
+        {
+            using var loader = new ContrastiveLoader(data, preset, new LoaderOptions { BatchSize = 4, Seed = 4, Workers = 2, Ranks = 3, Rank = rank });
+            Assert.That(loader.BatchesPerEpoch, Is.EqualTo(whole.BatchesPerEpoch), "global batches per epoch");
+            return Collect(loader, 1);
+        }).ToList();
+
+        Assert.That(shards.Select(s => s.Count), Is.All.EqualTo(expected.Count));
+        for (var b = 0; b < expected.Count; b++)
+        {
+            Assert.That(shards.SelectMany(s => s[b].Indices), Is.EqualTo(expected[b].Indices), $"batch {b}: rank r takes rows [4r, 4r + 4)");
+            Assert.That(shards.SelectMany(s => s[b].Labels), Is.EqualTo(expected[b].Labels));
+            for (var v = 0; v < preset.ViewCount; v++)
+            {
+                Assert.That(shards.SelectMany(s => s[b].Views[v]), Is.EqualTo(expected[b].Views[v]), $"batch {b}, view {v}: the same augmentations");
+            }
+        }
+    }
+
+    [Test]
+    public void AShardNeedsDropLastAndARankOfTheJob()
+    {
+        using var data = Shapes(20);
+        var preset = AugmentationPresets.SimClrCifar(16);
+        Assert.That(() => new ContrastiveLoader(data, preset, new LoaderOptions { BatchSize = 4, Ranks = 2, Rank = 2 }), Throws.InstanceOf<ArgumentOutOfRangeException>());
+        Assert.That(() => new ContrastiveLoader(data, preset, new LoaderOptions { BatchSize = 4, Ranks = 2, DropLast = false }), Throws.InstanceOf<ArgumentOutOfRangeException>());
+    }
+
+    [Test]
     public void KeepingTheLastBatchGivesAShortBatch()
     {
         using var data = Shapes(23);
