@@ -530,9 +530,10 @@ __device__ __forceinline__ void ntxent_backward(unsigned char* shared, const typ
     float acc[MT][DP / 8][4];
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
-        // Padding rows of a shard may lie past the last column's entry: they read nothing (their sums are not stored).
-        rowLse[m][0] = mine.row[m][0] < anchorRows ? __ldg(lse2 + rowOffset + mine.row[m][0]) : 0.f;
-        rowLse[m][1] = mine.row[m][1] < anchorRows ? __ldg(lse2 + rowOffset + mine.row[m][1]) : 0.f;
+        // Padding rows of a shard may lie past the last column's entry: they read the last anchor row's (their sums
+        // are not stored).
+        rowLse[m][0] = __ldg(lse2 + rowOffset + min(mine.row[m][0], anchorRows - 1));
+        rowLse[m][1] = __ldg(lse2 + rowOffset + min(mine.row[m][1], anchorRows - 1));
 #pragma unroll
         for (int n = 0; n < DP / 8; ++n) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
     }
@@ -548,6 +549,8 @@ __device__ __forceinline__ void ntxent_backward(unsigned char* shared, const typ
         similarity_tile<F, DP, BN, MT>(sQ + warp * Tl::kWarpRows * S, sK + buffer * BN * S, s, lane);
 
         const int column0 = tile * BN + 2 * t;
+        // Self is compared in the shard's row numbering: one subtraction per tile, no per-row registers.
+        const int shardColumn0 = column0 - rowOffset;
 #pragma unroll
         for (int n = 0; n < BN / 8; ++n) {
             const float2 lseJ = __ldg(reinterpret_cast<const float2*>(lse2 + column0 + n * 8));
@@ -560,7 +563,7 @@ __device__ __forceinline__ void ntxent_backward(unsigned char* shared, const typ
                         const int column = column0 + n * 8 + e;
                         const float x = s[m][n][2 * h + e] * logitScale;
                         const float w = fast_exp2(x - rowLse[m][h]) + fast_exp2(x - (e == 0 ? lseJ.x : lseJ.y));
-                        s[m][n][2 * h + e] = (column < columns && column != rowOffset + mine.row[m][h]) ? w : 0.f;
+                        s[m][n][2 * h + e] = (column < columns && shardColumn0 + n * 8 + e != mine.row[m][h]) ? w : 0.f;
                     }
                 }
             }
