@@ -53,6 +53,10 @@ public sealed record SwavOptions
 /// loss = mean over c, v ≠ c of −Σ q_c · log softmax(scores_v / τ)
 /// loss.backward(); (prototypes frozen early); step; prototypes ← normalize(prototypes)
 /// </code>
+/// Data-parallel: the codes come from Sinkhorn over every rank's samples of the crop (its prototype normalisations
+/// reduced across ranks, <see cref="SinkhornKnopp"/>), each rank's loss is the mean over its samples; freezing and
+/// normalising the prototypes need nothing, as every rank steps the same all-reduced gradients. The feature queue
+/// does not run data-parallel yet.
 /// </summary>
 public sealed class Swav(SwavOptions? options = null) : Method
 {
@@ -81,6 +85,11 @@ public sealed class Swav(SwavOptions? options = null) : Method
     public SwavOptions Options { get; } = options ?? new SwavOptions();
 
     public override string Name => "swav";
+
+    /// <summary>Without the feature queue, which would have to be filled from every rank's features in one order.</summary>
+    public override bool SupportsDataParallel => Options.QueueLength == 0;
+
+    public override IEnumerable<BatchNorm> BatchNorms => _projector!.BatchNorms;
 
     public LinearHead Prototypes => _prototypes ?? throw new InvalidOperationException("SwAV is not built yet");
 
@@ -141,7 +150,7 @@ public sealed class Swav(SwavOptions? options = null) : Method
         _groupPlans = [.. plans];
         var rows = crops * batch;
         _prototypePlan = Prototypes.Plan(new TensorShape(rows, Options.OutputDim), inputGradient: true);
-        _loss = new SwavLoss(backend, Options.Temperature, Options.Epsilon, Options.SinkhornIterations, AssignmentCrops);
+        _loss = new SwavLoss(backend, Options.Temperature, Options.Epsilon, Options.SinkhornIterations, AssignmentCrops, context.Communicator);
         _embeddings = backend.Allocate(new TensorShape(rows, Options.OutputDim), "swav embeddings");
         _normalized = backend.Allocate(new TensorShape(rows, Options.OutputDim), "swav normalised embeddings");
         _norms = backend.Allocate(new TensorShape(rows), "swav embedding norms");
