@@ -93,8 +93,8 @@ public abstract class Method : IDisposable
 
     /// <summary>
     /// Whether the method trains data-parallel over several ranks: its loss over the global batch (given the
-    /// <see cref="MethodContext.Communicator"/>) and every buffer it owns the same on every rank. PiCO and the queues of
-    /// SimCLR and SwAV do not yet.
+    /// <see cref="MethodContext.Communicator"/>) and every buffer it owns the same on every rank. PiCO and SwAV's feature
+    /// queue do not yet.
     /// </summary>
     public virtual bool SupportsDataParallel => false;
 

@@ -207,7 +207,7 @@ public sealed class Moco(MocoOptions? options = null) : Method
         }
         _loss.Compute(q, positives, _queryGradient);
         _queryPlan.Backward(_queryGradient);
-        Enqueue(allKeys);
+        _loss.EnqueueFromRanks(allKeys, _ranks?.Size ?? 1, Options.Symmetric ? 2 : 1);
         return _loss.Stats;
     }
 
@@ -248,24 +248,6 @@ public sealed class Moco(MocoOptions? options = null) : Method
         }
         _ranks!.AllGather(k, _globalKeys);
         return (k, _globalKeys);
-    }
-
-    /// <summary>
-    /// Enqueues every rank's keys (rank-major: each rank's views, each view's images) in one process's order: view by
-    /// view, each view's images in global order.
-    /// </summary>
-    private void Enqueue(Tensor allKeys)
-    {
-        var ranks = _ranks?.Size ?? 1;
-        var viewCount = Options.Symmetric ? 2 : 1;
-        var images = allKeys.Rows / (ranks * viewCount);
-        for (var view = 0; view < viewCount; view++)
-        {
-            for (var rank = 0; rank < ranks; rank++)
-            {
-                _loss!.Enqueue(allKeys.SliceRows(((rank * viewCount) + view) * images, images));
-            }
-        }
     }
 
     protected override void DisposeOwned()

@@ -7,9 +7,10 @@ using NativeContrast.Tests.Training;
 using NativeContrast.Training;
 
 /// <summary>
-/// MoCo and SwAV data-parallel on two CPU ranks under mpirun, on tiny settings: two ranks of batch 8 step as one
-/// process of batch 16 (SyncBN on): the same loss at every step and, after the steps, the same checkpoint (parameters,
-/// optimiser state, the key encoder's arena and MoCo's queue, SwAV's prototypes). MoCo's shuffle-BN runs to the end.
+/// MoCo, SwAV and SimCLR's momentum queue data-parallel on two CPU ranks under mpirun, on tiny settings: two ranks of
+/// batch 8 step as one process of batch 16 (SyncBN on): the same loss at every step and, after the steps, the same
+/// checkpoint (parameters, optimiser state, the key encoder's arena and the queue, SwAV's prototypes). MoCo's
+/// shuffle-BN runs to the end.
 /// </summary>
 [Category("Mpi")]
 [NonParallelizable]
@@ -40,6 +41,10 @@ public class MpiMethodsTests
         string[] options = symmetric ? ["--queue", "24", "--symmetric"] : ["--queue", "24"];
         AssertTwoRanksStepAsOneProcess("mocov2", options, ["method.queue", "method.teacher.backbone.conv1.weight", "method.teacher.backbone.bn1.running_mean"]);
     }
+
+    [Test]
+    public void SimclrWithTheMomentumQueueTwoRanksOfBatch8StepAsOneProcessOfBatch16() =>
+        AssertTwoRanksStepAsOneProcess("simclr", ["--queue", "24"], ["method.queue", "method.teacher.projector.0.weight"]);
 
     /// <summary>30 prototypes, two small crops; the prototypes are frozen for the first step and move in the second.</summary>
     [Test]
