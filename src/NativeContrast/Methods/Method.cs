@@ -93,8 +93,7 @@ public abstract class Method : IDisposable
 
     /// <summary>
     /// Whether the method trains data-parallel over several ranks: its loss over the global batch (given the
-    /// <see cref="MethodContext.Communicator"/>) and every buffer it owns the same on every rank. PiCO and SwAV's feature
-    /// queue do not yet.
+    /// <see cref="MethodContext.Communicator"/>) and every buffer it owns the same on every rank. PiCO does not yet.
     /// </summary>
     public virtual bool SupportsDataParallel => false;
 

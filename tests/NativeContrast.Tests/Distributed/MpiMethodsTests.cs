@@ -7,7 +7,7 @@ using NativeContrast.Tests.Training;
 using NativeContrast.Training;
 
 /// <summary>
-/// MoCo, SwAV and SimCLR's momentum queue data-parallel on two CPU ranks under mpirun, on tiny settings: two ranks of
+/// MoCo, SwAV (with and without its feature queue) and SimCLR's momentum queue data-parallel on two CPU ranks under mpirun, on tiny settings: two ranks of
 /// batch 8 step as one process of batch 16 (SyncBN on): the same loss at every step and, after the steps, the same
 /// checkpoint (parameters, optimiser state, the key encoder's arena and the queue, SwAV's prototypes). MoCo's
 /// shuffle-BN runs to the end.
@@ -64,13 +64,18 @@ public class MpiMethodsTests
         Assert.That(steps.All(s => double.IsFinite(s.Loss)), Is.True, "finite losses");
     }
 
+    /// <summary>A queue of 16 features per assignment crop: filled by step 0, it joins the codes at step 1, each rank Sinkhorn's over its half.</summary>
     [Test]
-    public void SwavWithAFeatureQueueIsRefusedOnSeveralRanksNamingWhy()
+    public void SwavWithAFeatureQueueTwoRanksOfBatch8StepAsOneProcessOfBatch16() =>
+        AssertTwoRanksStepAsOneProcess("swav", ["--prototypes", "30", "--small-crops", "2", "--freeze-prototypes-epochs", "0.5", "--queue", "16"], ["method.queue0", "method.queue1", "prototypes.weight"]);
+
+    [Test]
+    public void SwavWithAQueueThatDoesNotSplitOverTheRanksIsRefusedNamingWhy()
     {
-        var job = MpiJob.Run(_mpirun, 2, ["-q"], Tiny("swav", 8, Path.Combine(_folder, "queued"), "--prototypes", "30", "--small-crops", "2", "--queue", "16"));
+        var job = MpiJob.Run(_mpirun, 2, ["-q"], Tiny("swav", 8, Path.Combine(_folder, "queued"), "--prototypes", "30", "--small-crops", "2", "--queue", "17"));
 
         Assert.That(job.ExitCode, Is.Not.Zero, job.Log);
-        Assert.That(job.Stderr, Does.Contain("swav does not train data-parallel yet with these options"), job.Log);
+        Assert.That(job.Stderr, Does.Contain("SwAV's queue of 17 features does not split evenly over 2 ranks"), job.Log);
     }
 
     private void AssertTwoRanksStepAsOneProcess(string method, string[] options, string[] mustCompare)
