@@ -81,7 +81,7 @@ public sealed class Trainer : IDisposable
         GlobalBatchSize = checked(options.BatchSize * rankCount);
         if (_ranks is not null && !method.SupportsDataParallel)
         {
-            throw new ArgumentException($"{method.Name} does not train data-parallel yet with these options (SimCLR, MoCo and SwAV do): run it as one process", nameof(method));
+            throw new ArgumentException($"{method.Name} does not train data-parallel yet (SimCLR, MoCo, SwAV and PiCO do): run it as one process", nameof(method));
         }
         if (train.Count < GlobalBatchSize)
         {

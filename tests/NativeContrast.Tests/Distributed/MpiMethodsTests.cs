@@ -7,10 +7,10 @@ using NativeContrast.Tests.Training;
 using NativeContrast.Training;
 
 /// <summary>
-/// MoCo, SwAV (with and without its feature queue) and SimCLR's momentum queue data-parallel on two CPU ranks under mpirun, on tiny settings: two ranks of
+/// MoCo, SwAV (with and without its feature queue), PiCO and SimCLR's momentum queue data-parallel on two CPU ranks under mpirun, on tiny settings: two ranks of
 /// batch 8 step as one process of batch 16 (SyncBN on): the same loss at every step and, after the steps, the same
-/// checkpoint (parameters, optimiser state, the key encoder's arena and the queue, SwAV's prototypes). MoCo's
-/// shuffle-BN runs to the end.
+/// checkpoint (parameters, optimiser state, the key encoder's arena and the queue, SwAV's prototypes, PiCO's confidence
+/// table and class prototypes). MoCo's shuffle-BN runs to the end.
 /// </summary>
 [Category("Mpi")]
 [NonParallelizable]
@@ -28,10 +28,11 @@ public class MpiMethodsTests
     [TearDown]
     public void DeleteFolder() => TempFolder.Delete(_folder);
 
-    /// <summary>32 images of 16 px on resnet10 ×0.125, one epoch: two steps of a global batch of 16.</summary>
+    /// <summary>32 images of 16 px on resnet10 ×0.125, one epoch: two steps of a global batch of 16 (or 16 images, two epochs).</summary>
     private static string[] Tiny(string method, int batch, string output, params string[] options) =>
-        ["train", "--method", method, "--backbone", "resnet10", "--width", "0.125", "--image-size", "16", "--train-images", "32",
-         "--batch", $"{batch}", "--epochs", "1", "--workers", "1", "--device", "cpu", "--seed", "5", "--knn-every", "0", "--out", output, .. options];
+        ["train", "--method", method, "--backbone", "resnet10", "--width", "0.125", "--image-size", "16",
+         .. (options.Contains("--train-images") ? Array.Empty<string>() : ["--train-images", "32", "--epochs", "1"]),
+         "--batch", $"{batch}", "--workers", "1", "--device", "cpu", "--seed", "5", "--knn-every", "0", "--out", output, .. options];
 
     /// <summary>A queue of 24 keys (of 32 images): the second step's 16 keys wrap around it, so the order they land in counts.</summary>
     [TestCase(false)]
@@ -50,6 +51,14 @@ public class MpiMethodsTests
     [Test]
     public void SwavTwoRanksOfBatch8StepAsOneProcessOfBatch16() =>
         AssertTwoRanksStepAsOneProcess("swav", ["--prototypes", "30", "--small-crops", "2", "--freeze-prototypes-epochs", "0.5"], ["prototypes.weight"]);
+
+    /// <summary>
+    /// 16 images, two epochs of one step: MoCo's InfoNCE in the first (the warm-up), then the disambiguation (pseudo-labels,
+    /// prototypes, confidence) and the label-masked InfoNCE over the global batch in the second.
+    /// </summary>
+    [Test]
+    public void PicoTwoRanksOfBatch8StepAsOneProcessOfBatch16() =>
+        AssertTwoRanksStepAsOneProcess("pico", ["--train-images", "16", "--epochs", "2", "--partial-rate", "0.3", "--queue", "24"], ["method.queue", "method.queue_labels", "method.confidence", "method.prototypes", "method.teacher.backbone.conv1.weight"]);
 
     [Test]
     public void MocoWithShuffleBnAcrossRanksTrainsToTheEnd()
