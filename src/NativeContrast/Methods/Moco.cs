@@ -112,7 +112,10 @@ public sealed class Moco(MocoOptions? options = null) : Method
 
     public override Ema? Teacher => _teacher?.Ema;
 
-    /// <summary>The key encoder's output of the last step (before normalisation), as it was enqueued.</summary>
+    /// <summary>
+    /// The key encoder's output of the last step (before normalisation): this rank's keys as they were enqueued, or
+    /// with shuffle-BN across ranks, the keys of this rank's shuffled shard.
+    /// </summary>
     public Tensor LastKeys => _teacher?.Output ?? throw new InvalidOperationException("MoCo is not built yet");
 
     public override bool SupportsDataParallel => true;

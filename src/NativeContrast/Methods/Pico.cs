@@ -498,7 +498,7 @@ public sealed class Pico(PicoOptions? options = null) : Method
 
     public override string DescribeOptions() => string.Create(
         CultureInfo.InvariantCulture,
-        $"{{\"partial_rate\":{Options.PartialRate:R},\"partial_label_seed\":{Options.PartialLabelSeed},\"temperature\":{Options.Temperature:R},\"loss_weight\":{Options.LossWeight:R},\"queue\":{_loss?.Queue?.Capacity ?? Options.QueueLength},\"momentum\":{Options.Momentum:R},\"prototype_momentum\":{Options.PrototypeMomentum:R},\"confidence_momentum\":[{Options.ConfidenceMomentumStart:R},{Options.ConfidenceMomentumEnd:R}],\"prototype_start_epoch\":{Options.PrototypeStartEpoch},\"classes\":{_classes},\"augmentations\":\"{Options.Augmentations}\",\"shuffle_bn\":\"none (one device)\"}}");
+        $"{{\"partial_rate\":{Options.PartialRate:R},\"partial_label_seed\":{Options.PartialLabelSeed},\"temperature\":{Options.Temperature:R},\"loss_weight\":{Options.LossWeight:R},\"queue\":{_loss?.Queue?.Capacity ?? Options.QueueLength},\"momentum\":{Options.Momentum:R},\"prototype_momentum\":{Options.PrototypeMomentum:R},\"confidence_momentum\":[{Options.ConfidenceMomentumStart:R},{Options.ConfidenceMomentumEnd:R}],\"prototype_start_epoch\":{Options.PrototypeStartEpoch},\"classes\":{_classes},\"augmentations\":\"{Options.Augmentations}\",\"shuffle_bn\":false}}");
 
     protected override void DisposeOwned()
     {
