@@ -143,6 +143,8 @@ public sealed class Trainer : IDisposable
             {
                 _ranks.Broadcast(tensor, root: 0);
             }
+            // A method that keeps tables on the host (PiCO) reads them back from the broadcast tensors, as after a resume.
+            method.RestoreHostState(method.HostState);
         }
         var peak = options.LearningRate ?? method.BaseLearningRate(options.Optimizer) * GlobalBatchSize / 256f;
         var warmupEpochs = options.WarmupEpochs ?? Math.Min(10, options.Epochs / 10.0);
