@@ -68,6 +68,7 @@ public static class TrainCommand
         var momentum = new Option<float?>("--momentum") { Description = "MoCo and SimCLR's memory: m of the key encoder's EMA (default 0.999, or 0.99 for images of 64 px or less)." };
         var momentumCosine = new Option<bool>("--momentum-cosine") { Description = "MoCo and SimCLR's memory: raise m to 1 by a cosine over the run (BYOL's schedule)." };
         var symmetric = new Option<bool>("--symmetric") { Description = "MoCo: both views as queries against the other's keys (solo-learn's mocov2plus)." };
+        var shuffleBn = new Option<bool>("--shuffle-bn") { Description = "MoCo under mpirun: the key encoder runs on a shard of a permutation of the global key batch (MoCo's shuffle-BN), its batch norms per rank; use with --sync-bn false for MoCo's recipe." };
         var prototypes = new Option<int?>("--prototypes") { Description = "SwAV: prototypes (default 3000)." };
         var smallCrops = new Option<int?>("--small-crops") { Description = "SwAV: small crops besides the two large ones (default 6)." };
         var queueStart = new Option<int?>("--queue-start-epoch") { Description = "SwAV: the epoch from which the feature queue fills (default 0); it is used once full." };
@@ -86,7 +87,7 @@ public static class TrainCommand
         {
             method, backbone, width, stem, dataset, dataDir, imageSize, trainImages, epochs, batch, lr, optimizer, weightDecay, warmup, views, temperature,
             device, precision, output, seed, resume, knnEvery, knnBank, workers,
-            queue, momentum, momentumCosine, symmetric, prototypes, smallCrops, queueStart, freezePrototypes, margin, cropScale, labels, labelsSeed,
+            queue, momentum, momentumCosine, symmetric, shuffleBn, prototypes, smallCrops, queueStart, freezePrototypes, margin, cropScale, labels, labelsSeed,
             partialRate, lossWeight, prototypeStart, syncBn, failRank, failStep,
         };
         command.SetAction(parse => Run(
@@ -107,6 +108,7 @@ public static class TrainCommand
                     Momentum = parse.GetValue(momentum),
                     MomentumCosine = parse.GetValue(momentumCosine),
                     Symmetric = parse.GetValue(symmetric),
+                    ShuffleBn = parse.GetValue(shuffleBn),
                     Prototypes = parse.GetValue(prototypes),
                     SmallCrops = parse.GetValue(smallCrops),
                     QueueStartEpoch = parse.GetValue(queueStart),

@@ -13,9 +13,10 @@ public sealed partial class CpuBackend
     /// <summary>The CPU computes the label-masked InfoNCE row by row and needs no workspace.</summary>
     public long LabelMaskedInfoNceWorkspaceLength(int batch, int dim, int queueLength) => 0;
 
-    public void LabelMaskedInfoNce(Tensor q, Tensor k, Tensor labels, KeyQueue? queue, Tensor? queueLabels, float temperature, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f)
+    public void LabelMaskedInfoNce(Tensor q, Tensor k, Tensor labels, KeyQueue? queue, Tensor? queueLabels, float temperature, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f, LabelMaskedShard? shard = null)
     {
-        var (batch, dim, queueLength) = ContrastiveCheck.LabelMaskedInfoNce(q, k, labels, queue, queueLabels, temperature, dq);
+        var (batch, dim, queueLength) = ContrastiveCheck.LabelMaskedInfoNce(q, k, labels, queue, queueLabels, temperature, dq, shard);
+        var (offset, rows) = shard is null ? (0, batch) : (shard.Offset, shard.Rows);
         ContrastiveCheck.Workspace(workspace, LabelMaskedInfoNceWorkspaceLength(batch, dim, queueLength));
         ContrastiveCheck.Stats(stats);
         var keys = queue is null ? default : CpuArray(Own(queue).Keys);
@@ -23,10 +24,10 @@ public sealed partial class CpuBackend
         var dqs = dq is null ? default : CpuArray(dq);
         var columns = (2 * batch) + queueLength;
         var inverseTemperature = 1.0 / temperature;
-        var factor = (double)gradScale / (batch * (double)temperature);
+        var factor = (double)gradScale / (rows * (double)temperature);
 
         var vectors = ArrayPool<float>.Shared.Rent((2 * batch * dim) + batch);
-        var perRow = ArrayPool<double>.Shared.Rent(5 * batch);
+        var perRow = ArrayPool<double>.Shared.Rent((3 * rows) + (2 * batch));
         try
         {
             var qn = new ArraySegment<float>(vectors, 0, batch * dim);
@@ -38,19 +39,21 @@ public sealed partial class CpuBackend
                 var row = CpuArray(k).AsSpan(i * dim, dim);
                 TensorPrimitives.Multiply(row, 1f / MathF.Max(TensorPrimitives.Norm<float>(row), NormEpsilon), kn.AsSpan(i * dim, dim));
             }
-            // perRow: [loss | cosine with k_i | hit | log-sum-exp (+∞ without positives) | 1/|P_i| (0 without)].
-            var (lse, inverseCount) = (new ArraySegment<double>(perRow, 3 * batch, batch), new ArraySegment<double>(perRow, 4 * batch, batch));
+            // perRow: [loss | cosine with k_i | hit] of this shard's rows, then [log-sum-exp (+∞ without positives) |
+            // 1/|P_i| (0 without)] of every row of the batch (this shard's computed here, the others' gathered).
+            var (lse, inverseCount) = (new ArraySegment<double>(perRow, 3 * rows, batch), new ArraySegment<double>(perRow, (3 * rows) + batch, batch));
             ReadOnlySpan<float> Column(int c) =>
                 c < batch ? qn.AsSpan(c * dim, dim) : c < 2 * batch ? kn.AsSpan((c - batch) * dim, dim) : keys.AsSpan((c - (2 * batch)) * dim, dim);
             float Label(int c) => c < batch ? ls[c] : c < 2 * batch ? ls[c - batch] : qls[c - (2 * batch)];
 
-            CpuParallel.For(batch, 2L * columns * dim, (start, end) =>
+            CpuParallel.For(rows, 2L * columns * dim, (start, end) =>
             {
                 var similarities = ArrayPool<float>.Shared.Rent(columns);
                 try
                 {
-                    for (var i = start; i < end; i++)
+                    for (var local = start; local < end; local++)
                     {
+                        var i = offset + local;
                         var s = similarities.AsSpan(0, columns);
                         var qi = qn.AsSpan(i * dim, dim);
                         var label = ls[i];
@@ -75,9 +78,9 @@ public sealed partial class CpuBackend
                             }
                         }
                         var rowLse = LogSumExp(s, TensorPrimitives.Max<float>(s), inverseTemperature);
-                        perRow[i] = count > 0 ? rowLse - (positiveSum / count * inverseTemperature) : 0;
-                        perRow[batch + i] = TensorPrimitives.Dot<float>(qi, kn.AsSpan(i * dim, dim));
-                        perRow[(2 * batch) + i] = count > 0 && bestPositive >= bestNegative ? 1 : 0;
+                        perRow[local] = count > 0 ? rowLse - (positiveSum / count * inverseTemperature) : 0;
+                        perRow[rows + local] = TensorPrimitives.Dot<float>(qi, kn.AsSpan(i * dim, dim));
+                        perRow[(2 * rows) + local] = count > 0 && bestPositive >= bestNegative ? 1 : 0;
                         lse[i] = count > 0 ? rowLse : double.PositiveInfinity;
                         inverseCount[i] = count > 0 ? 1.0 / count : 0;
                     }
@@ -87,20 +90,25 @@ public sealed partial class CpuBackend
                     ArrayPool<float>.Shared.Return(similarities);
                 }
             });
-            WriteStats(perRow, batch, stats);
+            WriteStats(perRow, rows, stats);
             if (dq is null)
             {
                 return;
             }
+            if (shard is not null)
+            {
+                GatherRowStates(shard, lse, inverseCount);
+            }
 
-            CpuParallel.For(batch, 2L * columns * dim, (start, end) =>
+            CpuParallel.For(rows, 2L * columns * dim, (start, end) =>
             {
                 var gradient = ArrayPool<double>.Shared.Rent(dim);
                 var chunk = ArrayPool<float>.Shared.Rent(dim);
                 try
                 {
-                    for (var j = start; j < end; j++)
+                    for (var local = start; local < end; local++)
                     {
+                        var j = offset + local;
                         var g = gradient.AsSpan(0, dim);
                         var sum = chunk.AsSpan(0, dim);
                         var qj = qn.AsSpan(j * dim, dim);
@@ -133,7 +141,7 @@ public sealed partial class CpuBackend
                         {
                             g[f] *= factor;
                         }
-                        ProjectOutOfRow(g, qj, qNorms[j], dqs.AsSpan(j * dim, dim));
+                        ProjectOutOfRow(g, qj, qNorms[j], dqs.AsSpan(local * dim, dim));
                     }
                 }
                 finally
@@ -161,6 +169,34 @@ public sealed partial class CpuBackend
             destination[(int)((position + (long)r) % capacity)] = source[r];
         }
         EnqueueKeys(queue, keys);
+    }
+
+    /// <summary>
+    /// Every rank's rows' (log-sum-exp, 1/|P|, from |P| sent as a float) into <paramref name="lse"/> and <paramref name="inverseCount"/>, this
+    /// shard's included: the log-sum-exp travels as two floats (its fp32 rounding and the remainder), so the weights
+    /// exp(s/τ − lse) of the other ranks' rows are those of one process.
+    /// </summary>
+    private static void GatherRowStates(LabelMaskedShard shard, ArraySegment<double> lse, ArraySegment<double> inverseCount)
+    {
+        const int stride = LabelMaskedShard.FloatsPerRow;
+        var own = Cpu(shard.RowState);
+        for (var local = 0; local < shard.Rows; local++)
+        {
+            var value = lse[shard.Offset + local];
+            var high = (float)value;
+            own[stride * local] = high;
+            own[(stride * local) + 1] = double.IsPositiveInfinity(value) ? 0f : (float)(value - high);
+            var inverse = inverseCount[shard.Offset + local];
+            own[(stride * local) + 2] = inverse > 0 ? (float)Math.Round(1 / inverse) : 0f;
+        }
+        shard.GatherAcrossRanks(shard.RowState, shard.AllRowStates);
+        var all = Cpu(shard.AllRowStates);
+        for (var row = 0; row < lse.Count; row++)
+        {
+            lse[row] = all[stride * row] + (double)all[(stride * row) + 1];
+            var count = all[(stride * row) + 2];
+            inverseCount[row] = count > 0 ? 1.0 / count : 0;
+        }
     }
 
     /// <summary>A column is a positive of a row when their labels are equal and not negative (−1: no class).</summary>

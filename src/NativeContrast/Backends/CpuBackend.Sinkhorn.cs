@@ -20,14 +20,19 @@ public sealed partial class CpuBackend
     public long SinkhornWorkspaceLength(int samples, int prototypes) =>
         (2L * prototypes) + (2L * samples) + (2L * SinkhornChunks(samples) * prototypes);
 
-    public void SinkhornCodes(Tensor scores, Tensor codes, Tensor workspace, float epsilon, int iterations, SinkhornOutput output)
+    public void SinkhornCodes(Tensor scores, Tensor codes, Tensor workspace, float epsilon, int iterations, SinkhornOutput output, SinkhornSync? sync = null)
     {
         SinkhornMath.CheckCodes(scores, codes, workspace, epsilon, iterations, SinkhornWorkspaceLength(scores.Rows, scores.Cols));
         int rows = scores.Rows, cols = scores.Cols, chunks = SinkhornChunks(rows);
+        if (sync is not null)
+        {
+            SinkhornMath.CheckSync(sync, rows, cols);
+        }
+        var allRows = sync?.Samples ?? rows;
         var scale = SinkhornMath.Log2Scale(epsilon);
-        var negLog2Rows = SinkhornMath.NegativeLog2(rows);
+        var negLog2Rows = SinkhornMath.NegativeLog2(allRows);
         var negLog2Cols = SinkhornMath.NegativeLog2(cols);
-        var outputOffset = SinkhornMath.OutputOffset(output, rows);
+        var outputOffset = SinkhornMath.OutputOffset(output, allRows);
         var s = CpuArray(scores);
         var q = CpuArray(codes);
         var w = CpuArray(workspace);
@@ -77,9 +82,27 @@ public sealed partial class CpuBackend
                     MergeScaledSums(ref m, ref total, partials[(c * cols) + k], partials[((chunks + c) * cols) + k], scale);
                 }
                 columns.Max.AsSpan()[k] = m;
-                columns.Lr.AsSpan()[k] = negLog2Cols - MathF.Log2(total);
+                // Distributed: this rank's (max, sum) pair, merged with the other ranks' below.
+                columns.Lr.AsSpan()[k] = sync is null ? negLog2Cols - MathF.Log2(total) : total;
             }
         });
+        if (sync is not null)
+        {
+            // Max then Lr: the workspace's first 2·K floats are this rank's pairs, gathered in rank order.
+            sync.GatherAcrossRanks(workspace.View(0, new TensorShape(2 * cols)), sync.Gathered);
+            var pairs = CpuArray(sync.Gathered);
+            var ranks = (int)(sync.Gathered.Length / (2 * cols));
+            for (var k = 0; k < cols; k++)
+            {
+                float m = float.NegativeInfinity, total = 0f;
+                for (var r = 0; r < ranks; r++)
+                {
+                    MergeScaledSums(ref m, ref total, pairs[(2 * r * cols) + k], pairs[(((2 * r) + 1) * cols) + k], scale);
+                }
+                columns.Max.AsSpan()[k] = m;
+                columns.Lr.AsSpan()[k] = negLog2Cols - MathF.Log2(total);
+            }
+        }
 
         for (var pass = 1; pass <= iterations; pass++)
         {
@@ -87,7 +110,7 @@ public sealed partial class CpuBackend
             SinkhornSampleStep(s, columns, samples, last ? q : default, rows, cols, scale, last ? outputOffset : negLog2Rows);
             if (!last)
             {
-                SinkhornPrototypeStep(s, columns, samples, partials, rows, cols, chunks, scale, negLog2Cols);
+                SinkhornPrototypeStep(s, columns, samples, partials, rows, cols, chunks, scale, negLog2Cols, sync is null ? null : workspace.View(columns.Max.Count + columns.Lr.Count + (2L * rows), new TensorShape(cols)), sync?.SumAcrossRanks);
             }
         }
     }
@@ -148,7 +171,7 @@ public sealed partial class CpuBackend
     /// </summary>
     private static void SinkhornPrototypeStep(
         ArraySegment<float> s, SinkhornColumns columns, SinkhornSamples samples, ArraySegment<float> partials,
-        int rows, int cols, int chunks, float scale, float negLog2Cols)
+        int rows, int cols, int chunks, float scale, float negLog2Cols, Tensor? columnSums, Action<Tensor>? sumAcrossRanks)
     {
         CpuParallel.For(chunks, SinkhornRowsPerChunk * cols * 5L, (start, end) =>
         {
@@ -185,9 +208,25 @@ public sealed partial class CpuBackend
                 {
                     total += partials[(c * cols) + k];
                 }
-                columns.Lr.AsSpan()[k] += negLog2Cols - MathF.Log2(total);
+                if (columnSums is null)
+                {
+                    columns.Lr.AsSpan()[k] += negLog2Cols - MathF.Log2(total);
+                }
+                else
+                {
+                    // Chunk 0's slot of column k, read above and free now: this rank's column sums, contiguous.
+                    partials[k] = total;
+                }
             }
         });
+        if (columnSums is not null)
+        {
+            sumAcrossRanks!(columnSums);
+            for (var k = 0; k < cols; k++)
+            {
+                columns.Lr.AsSpan()[k] += negLog2Cols - MathF.Log2(partials[k]);
+            }
+        }
     }
 
     /// <summary>(m, s) ← (m, s) merged with (m2, s2), sums of 2^(v·scale) in the form s·2^(m·scale); empty states stay empty.</summary>

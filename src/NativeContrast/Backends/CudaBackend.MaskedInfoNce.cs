@@ -27,8 +27,12 @@ public sealed partial class CudaBackend
 
     public long LabelMaskedInfoNceWorkspaceLength(int batch, int dim, int queueLength) => PlanMaskedInfoNce(batch, dim, queueLength).Length;
 
-    public unsafe void LabelMaskedInfoNce(Tensor q, Tensor k, Tensor labels, KeyQueue? queue, Tensor? queueLabels, float temperature, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f)
+    public unsafe void LabelMaskedInfoNce(Tensor q, Tensor k, Tensor labels, KeyQueue? queue, Tensor? queueLabels, float temperature, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f, LabelMaskedShard? shard = null)
     {
+        if (shard is not null)
+        {
+            throw new NotSupportedException("the label-masked InfoNCE over a batch spread across ranks (PiCO on several ranks) runs on the CPU backend only so far");
+        }
         var keyQueue = queue is null ? null : Own(queue);
         var (batch, dim, queueLength) = ContrastiveCheck.LabelMaskedInfoNce(q, k, labels, queue, queueLabels, temperature, dq);
         var plan = PlanMaskedInfoNce(batch, dim, queueLength);

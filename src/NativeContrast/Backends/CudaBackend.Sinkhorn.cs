@@ -52,8 +52,12 @@ public sealed partial class CudaBackend
         return (2L * prototypes) + (2L * samples) + (2 * parts * prototypes);
     }
 
-    public unsafe void SinkhornCodes(Tensor scores, Tensor codes, Tensor workspace, float epsilon, int iterations, SinkhornOutput output)
+    public unsafe void SinkhornCodes(Tensor scores, Tensor codes, Tensor workspace, float epsilon, int iterations, SinkhornOutput output, SinkhornSync? sync = null)
     {
+        if (sync is not null)
+        {
+            throw new NotSupportedException("distributed Sinkhorn (SwAV on several ranks) runs on the CPU backend only so far");
+        }
         SinkhornMath.CheckCodes(scores, codes, workspace, epsilon, iterations, SinkhornWorkspaceLength(scores.Rows, scores.Cols));
         Context.MakeCurrent();
         int rows = scores.Rows, cols = scores.Cols;

@@ -20,6 +20,17 @@ public enum PositivePairing
 public readonly record struct NtXentShard(int Offset, int Rows);
 
 /// <summary>
+/// A rank's anchors of a label-masked InfoNCE whose batch spans every rank (see <see cref="IBackend.LabelMaskedInfoNce"/>):
+/// rows [<see cref="Offset"/>, Offset + <see cref="Rows"/>) of the gathered batch. <see cref="RowState"/> [3·Rows] and
+/// <see cref="AllRowStates"/> [3·batch] carry the anchors' (log-sum-exp in two floats, positive count) to every rank
+/// through <see cref="GatherAcrossRanks"/> (an all-gather in rank order).
+/// </summary>
+public sealed record LabelMaskedShard(int Offset, int Rows, Tensor RowState, Tensor AllRowStates, Action<Tensor, Tensor> GatherAcrossRanks)
+{
+    public const int FloatsPerRow = 3;
+}
+
+/// <summary>
 /// Contrastive losses. The fused ops never materialise a rows × columns similarity matrix: they use a workspace
 /// of O(rows · dim) floats that the caller allocates once (length from the *WorkspaceLength methods) and reuses.
 /// Statistics land in a device tensor of three floats [loss, mean positive cosine, top-1 accuracy of the positive],
@@ -101,7 +112,14 @@ public partial interface IBackend
     /// all over the B rows. When <paramref name="dq"/> is given it is overwritten with gradScale · ∂loss/∂q. Without a
     /// queue pass null for both <paramref name="queue"/> and <paramref name="queueLabels"/>.
     /// </summary>
-    void LabelMaskedInfoNce(Tensor q, Tensor k, Tensor labels, KeyQueue? queue, Tensor? queueLabels, float temperature, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f);
+    /// <para>
+    /// With <paramref name="shard"/> (data-parallel): q, k and labels hold every rank's rows, in rank order; this rank's
+    /// anchors are rows [Offset, Offset + Rows), its loss and statistics their mean, and dq [Rows, dim] receives
+    /// gradScale · ∂/∂q of the sum of every rank's loss with respect to its rows (as anchors, and as the q-columns of every
+    /// rank's anchors), so that the ranks' mean gradient is the global batch's. The q-column term needs every anchor's
+    /// log-sum-exp and positive count: 3 floats per row, all-gathered between the two passes, only when dq is given.
+    /// </para>
+    void LabelMaskedInfoNce(Tensor q, Tensor k, Tensor labels, KeyQueue? queue, Tensor? queueLabels, float temperature, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f, LabelMaskedShard? shard = null);
 
     /// <summary>
     /// <see cref="EnqueueKeys"/> with a label per key: the keys (normalised) and <paramref name="labels"/> [count] are
@@ -244,7 +262,7 @@ internal static class ContrastiveCheck
         return (q.Rows, q.Cols);
     }
 
-    public static (int Batch, int Dim, int QueueLength) LabelMaskedInfoNce(Tensor q, Tensor k, Tensor labels, KeyQueue? queue, Tensor? queueLabels, float temperature, Tensor? dq)
+    public static (int Batch, int Dim, int QueueLength) LabelMaskedInfoNce(Tensor q, Tensor k, Tensor labels, KeyQueue? queue, Tensor? queueLabels, float temperature, Tensor? dq, LabelMaskedShard? shard = null)
     {
         Temperature(temperature);
         if (q.Shape.Rank != 2 || q.Rows < 1 || q.Cols < 1)
@@ -269,9 +287,25 @@ internal static class ContrastiveCheck
             Check.Length(queueLabels!.Length, queue.Capacity, queueLabels.Describe() + " (one label per queue row)");
             queueLength = queue.Capacity;
         }
+        if (shard is not null)
+        {
+            if (shard.Offset < 0 || shard.Rows < 1 || shard.Offset + shard.Rows > q.Rows)
+            {
+                throw new ArgumentException($"{q.Describe()}: the shard's rows [{shard.Offset}, {shard.Offset + shard.Rows}) are not inside the batch");
+            }
+            Check.Length(shard.RowState.Length, LabelMaskedShard.FloatsPerRow * shard.Rows, shard.RowState.Describe() + " (this shard's row states)");
+            Check.Length(shard.AllRowStates.Length, LabelMaskedShard.FloatsPerRow * q.Rows, shard.AllRowStates.Describe() + " (every row's state)");
+        }
         if (dq is not null)
         {
-            Check.SameShape(q, dq);
+            if (shard is null)
+            {
+                Check.SameShape(q, dq);
+            }
+            else
+            {
+                Check.Rows(dq, shard.Rows, q.Cols);
+            }
             Check.Disjoint(dq, labels, "the gradient reads every query's label while it writes dq");
         }
         return (q.Rows, q.Cols, queueLength);

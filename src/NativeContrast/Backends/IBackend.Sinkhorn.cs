@@ -18,6 +18,20 @@ public enum SinkhornOutput
     Marginals,
 }
 
+/// <summary>
+/// SwAV's distributed_sinkhorn over the samples of every rank: the columns (prototypes) are normalised over all of
+/// them, the rows stay each rank's. <see cref="Samples"/> is the global sample count B. The first prototype step
+/// needs each column's (max, Σ 2^((S − max)·scale)) of every rank, so its 2·K floats are all-gathered
+/// (<see cref="GatherAcrossRanks"/>: input [2K] → <see cref="Gathered"/> [ranks · 2K], merged in rank order); each
+/// later prototype step needs only the column sums, K floats summed in place (<see cref="SumAcrossRanks"/>).
+/// Every rank must call it with the same K, ε and iterations.
+/// </summary>
+public sealed record SinkhornSync(int Samples, Tensor Gathered, Action<Tensor, Tensor> GatherAcrossRanks, Action<Tensor> SumAcrossRanks)
+{
+    /// <summary>Floats of <see cref="Gathered"/> for <paramref name="ranks"/> ranks and <paramref name="prototypes"/> prototypes.</summary>
+    public static int GatheredLength(int ranks, int prototypes) => checked(ranks * 2 * prototypes);
+}
+
 /// <summary>Sinkhorn-Knopp codes and the swapped-prediction loss of SwAV (native/sinkhorn.cu).</summary>
 public partial interface IBackend
 {
@@ -30,8 +44,10 @@ public partial interface IBackend
     /// <paramref name="output"/> names. Computed in the log domain (max-shifted log-sum-exps over two scaling
     /// vectors), so any finite scores and any ε &gt; 0 give finite codes. <paramref name="codes"/> must not overlap
     /// <paramref name="scores"/>; <paramref name="workspace"/> holds at least <see cref="SinkhornWorkspaceLength"/> floats.
+    /// With <paramref name="sync"/>, <paramref name="scores"/> are this rank's samples of a batch spread over ranks, and
+    /// the codes are those rows of the codes of the whole batch.
     /// </summary>
-    void SinkhornCodes(Tensor scores, Tensor codes, Tensor workspace, float epsilon, int iterations, SinkhornOutput output);
+    void SinkhornCodes(Tensor scores, Tensor codes, Tensor workspace, float epsilon, int iterations, SinkhornOutput output, SinkhornSync? sync = null);
 
     /// <summary>
     /// SwAV's swapped prediction for one (scores, codes) pair of views: per sample
@@ -79,6 +95,18 @@ internal static class SinkhornMath
         NoOverlap(scores, codes);
         NoOverlap(scores, workspace);
         NoOverlap(codes, workspace);
+    }
+
+    public static void CheckSync(SinkhornSync sync, int rows, int prototypes)
+    {
+        if (sync.Samples < rows)
+        {
+            throw new ArgumentException($"distributed Sinkhorn: {sync.Samples} samples over every rank, fewer than this rank's {rows}");
+        }
+        if (sync.Gathered.Shape.Rank != 1 || sync.Gathered.Length % (2 * prototypes) != 0)
+        {
+            throw new ArgumentException($"{sync.Gathered.Describe()}: distributed Sinkhorn gathers 2 × {prototypes} floats per rank into a vector of ranks × {2 * prototypes}");
+        }
     }
 
     public static void CheckSwapped(Tensor scores, Tensor codes, float temperature, Tensor loss, Tensor perSample, Tensor? scoresGradient)

@@ -89,6 +89,23 @@ public sealed class InfoNceLoss : IDisposable
     /// <summary>Pushes the keys (normalised) into the queue over its oldest entries.</summary>
     public void Enqueue(Tensor k) => _backend.EnqueueKeys(Queue, k);
 
+    /// <summary>
+    /// Pushes every rank's keys in the order one process of the global batch pushes its own: <paramref name="allKeys"/>
+    /// holds them rank-major (rank r's <paramref name="views"/> views of n images each at [r·views·n, (r + 1)·views·n)),
+    /// and they go in view by view, each view's images in global order (rank 0's, then rank 1's, ...).
+    /// </summary>
+    public void EnqueueFromRanks(Tensor allKeys, int ranks, int views)
+    {
+        var images = allKeys.Rows / (ranks * views);
+        for (var view = 0; view < views; view++)
+        {
+            for (var rank = 0; rank < ranks; rank++)
+            {
+                _backend.EnqueueKeys(Queue, allKeys.SliceRows(((rank * views) + view) * images, images));
+            }
+        }
+    }
+
     public ContrastiveStats ReadStats() => ContrastiveStats.Read(_backend, Stats);
 
     public void Dispose()

@@ -1,6 +1,7 @@
 namespace NativeContrast.Losses;
 
 using NativeContrast.Backends;
+using NativeContrast.Distributed;
 using NativeContrast.Tensors;
 
 /// <summary>
@@ -9,14 +10,27 @@ using NativeContrast.Tensors;
 /// loss owns the queue of keys, their labels (−1 for slots never written, which are never positives), its workspace
 /// and its statistics. A step is <see cref="Compute"/> then <see cref="Enqueue"/> of the keys with their labels, as in
 /// PiCO. With queueLength 0 there is no queue (supervised contrast over the batch's two views).
+/// <para>
+/// Data-parallel (a communicator of several ranks): <see cref="Compute"/> all-gathers q, k and the labels and runs this
+/// rank's rows against every rank's columns (<see cref="LabelMaskedShard"/>), so that the ranks' mean gradient is that
+/// of one process over the global batch; <see cref="Enqueue"/> all-gathers the keys and labels and enqueues every
+/// rank's in rank order, so every rank's queue is that process's.
+/// </para>
 /// </summary>
 public sealed class LabelMaskedInfoNceLoss : IDisposable
 {
     private readonly IBackend _backend;
     private readonly Tensor _workspace;
+    private readonly ICommunicator? _ranks;
+    private readonly LabelMaskedShard? _shard;
+    private readonly Tensor? _allQueries;
+    private readonly Tensor? _allKeys;
+    private readonly Tensor? _allLabels;
     private float _temperature;
 
-    public LabelMaskedInfoNceLoss(IBackend backend, int batch, int dim, int queueLength, float temperature)
+    /// <param name="batch">This rank's queries.</param>
+    /// <param name="communicator">The ranks sharing the batch; null or one rank: this batch alone.</param>
+    public LabelMaskedInfoNceLoss(IBackend backend, int batch, int dim, int queueLength, float temperature, ICommunicator? communicator = null)
     {
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
@@ -26,7 +40,9 @@ public sealed class LabelMaskedInfoNceLoss : IDisposable
         Batch = batch;
         Dim = dim;
         Temperature = temperature;
-        var length = backend.LabelMaskedInfoNceWorkspaceLength(batch, dim, queueLength);
+        _ranks = communicator is { Size: > 1 } ranks ? ranks : null;
+        var allRows = checked(batch * (_ranks?.Size ?? 1));
+        var length = backend.LabelMaskedInfoNceWorkspaceLength(allRows, dim, queueLength);
         _workspace = backend.Allocate(new TensorShape(checked((int)Math.Max(1, length))), "masked infonce workspace");
         try
         {
@@ -37,10 +53,21 @@ public sealed class LabelMaskedInfoNceLoss : IDisposable
                 backend.Fill(QueueLabels, -1f);
             }
             Stats = backend.Allocate(new TensorShape(ContrastiveCheck.StatsLength), "masked infonce stats");
+            if (_ranks is not null)
+            {
+                _allQueries = backend.Allocate(new TensorShape(allRows, dim), "masked infonce gathered q");
+                _allKeys = backend.Allocate(new TensorShape(allRows, dim), "masked infonce gathered k");
+                _allLabels = backend.Allocate(new TensorShape(allRows), "masked infonce gathered labels");
+                var rowState = backend.Allocate(new TensorShape(LabelMaskedShard.FloatsPerRow * batch), "masked infonce row states");
+                var allRowStates = backend.Allocate(new TensorShape(LabelMaskedShard.FloatsPerRow * allRows), "masked infonce gathered row states");
+                _shard = new LabelMaskedShard(_ranks.Rank * batch, batch, rowState, allRowStates, _ranks.AllGather);
+            }
         }
         catch
         {
             // Out of device memory: what was allocated goes back.
+            DisposeGathered();
+            Stats?.Dispose();
             QueueLabels?.Dispose();
             Queue?.Dispose();
             _workspace.Dispose();
@@ -100,7 +127,15 @@ public sealed class LabelMaskedInfoNceLoss : IDisposable
     public void Compute(Tensor q, Tensor k, Tensor labels, Tensor? dq, float gradScale = 1f)
     {
         Check.Rows(q, Batch, Dim);
-        _backend.LabelMaskedInfoNce(q, k, labels, Queue, QueueLabels, Temperature, _workspace, Stats, dq, gradScale);
+        if (_ranks is null || _shard is null)
+        {
+            _backend.LabelMaskedInfoNce(q, k, labels, Queue, QueueLabels, Temperature, _workspace, Stats, dq, gradScale);
+            return;
+        }
+        _ranks.AllGather(q, _allQueries!);
+        _ranks.AllGather(k, _allKeys!);
+        _ranks.AllGather(labels, _allLabels!);
+        _backend.LabelMaskedInfoNce(_allQueries!, _allKeys!, _allLabels!, Queue, QueueLabels, Temperature, _workspace, Stats, dq, gradScale, _shard);
     }
 
     /// <summary>Pushes the keys (normalised) and their labels over the oldest entries of the queue, at the same rows.</summary>
@@ -110,7 +145,14 @@ public sealed class LabelMaskedInfoNceLoss : IDisposable
         {
             throw new InvalidOperationException("this loss has no queue (queueLength 0)");
         }
-        _backend.EnqueueLabeledKeys(Queue, QueueLabels!, keys, labels);
+        if (_ranks is null)
+        {
+            _backend.EnqueueLabeledKeys(Queue, QueueLabels!, keys, labels);
+            return;
+        }
+        _ranks.AllGather(keys, _allKeys!);
+        _ranks.AllGather(labels, _allLabels!);
+        _backend.EnqueueLabeledKeys(Queue, QueueLabels!, _allKeys!, _allLabels!);
     }
 
     /// <summary>The statistics of the last <see cref="Compute"/>, copied to the host (waits for the device).</summary>
@@ -118,9 +160,19 @@ public sealed class LabelMaskedInfoNceLoss : IDisposable
 
     public void Dispose()
     {
+        DisposeGathered();
         _workspace.Dispose();
         Stats.Dispose();
         QueueLabels?.Dispose();
         Queue?.Dispose();
+    }
+
+    private void DisposeGathered()
+    {
+        _allQueries?.Dispose();
+        _allKeys?.Dispose();
+        _allLabels?.Dispose();
+        _shard?.RowState.Dispose();
+        _shard?.AllRowStates.Dispose();
     }
 }

@@ -1,6 +1,7 @@
 namespace NativeContrast.Losses;
 
 using NativeContrast.Backends;
+using NativeContrast.Distributed;
 using NativeContrast.Tensors;
 
 /// <summary>
@@ -8,6 +9,8 @@ using NativeContrast.Tensors;
 /// the codes q_c = Sinkhorn(scores of crop c) are constants; every other crop v predicts them:
 /// loss = 1/|assign| Σ_c 1/(V−1) Σ_{v≠c} mean_b −Σ_k q_c[b,k]·log softmax(scores_v[b,:]/τ)[k].
 /// Owns its codes, per-sample and Sinkhorn buffers (grow-only), so repeated calls of one size allocate no device memory.
+/// Data-parallel (a communicator of several ranks), the scores are this rank's samples: the codes are Sinkhorn's over
+/// every rank's samples of the crop, and the loss is the mean over this rank's, so the ranks' mean is the global batch's.
 /// </summary>
 public sealed class SwavLoss : IDisposable
 {
@@ -24,7 +27,8 @@ public sealed class SwavLoss : IDisposable
     /// <param name="epsilon">Sinkhorn regularisation ε (SwAV: 0.05).</param>
     /// <param name="sinkhornIterations">Sinkhorn iterations (SwAV: 3).</param>
     /// <param name="assignmentCrops">Crops whose codes are computed and predicted (SwAV's crops_for_assign: 0 and 1).</param>
-    public SwavLoss(IBackend backend, float temperature = 0.1f, float epsilon = 0.05f, int sinkhornIterations = 3, IReadOnlyList<int>? assignmentCrops = null)
+    /// <param name="communicator">The ranks sharing the batch (codes over all their samples); null or one rank: this batch alone.</param>
+    public SwavLoss(IBackend backend, float temperature = 0.1f, float epsilon = 0.05f, int sinkhornIterations = 3, IReadOnlyList<int>? assignmentCrops = null, ICommunicator? communicator = null)
     {
         ArgumentNullException.ThrowIfNull(backend);
         if (!(temperature > 0f) || !float.IsFinite(temperature))
@@ -37,7 +41,7 @@ public sealed class SwavLoss : IDisposable
             throw new ArgumentException($"assignment crops [{string.Join(", ", _assignmentCrops)}] must be distinct non-negative crop indices", nameof(assignmentCrops));
         }
         _backend = backend;
-        _sinkhorn = new SinkhornKnopp(backend, epsilon, sinkhornIterations, SinkhornOutput.Assignments);
+        _sinkhorn = new SinkhornKnopp(backend, epsilon, sinkhornIterations, SinkhornOutput.Assignments, communicator);
         Temperature = temperature;
     }
 

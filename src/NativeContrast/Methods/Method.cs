@@ -93,8 +93,8 @@ public abstract class Method : IDisposable
 
     /// <summary>
     /// Whether the method trains data-parallel over several ranks: its loss over the global batch (given the
-    /// <see cref="MethodContext.Communicator"/>) and every buffer it owns the same on every rank. MoCo's shuffle-BN and
-    /// gathered queue, SwAV's distributed Sinkhorn and PiCO's gathered queue are not written yet.
+    /// <see cref="MethodContext.Communicator"/>) and every buffer it owns the same on every rank. SimCLR, MoCo, SwAV and
+    /// PiCO do; supervised fine-tuning, distillation and the margin loss do not yet.
     /// </summary>
     public virtual bool SupportsDataParallel => false;
 

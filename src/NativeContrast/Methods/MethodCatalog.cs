@@ -23,6 +23,9 @@ public sealed record MethodSettings
     /// <summary>MoCo with both views as queries (solo-learn's mocov2plus).</summary>
     public bool Symmetric { get; init; }
 
+    /// <summary>MoCo under several ranks: shuffle-BN across them for the key encoder.</summary>
+    public bool ShuffleBn { get; init; }
+
     /// <summary>SwAV's prototypes.</summary>
     public int? Prototypes { get; init; }
 
@@ -100,6 +103,7 @@ public static class MethodCatalog
                     Momentum = settings.Momentum ?? (small ? SmallDatasetMomentum : moco.Momentum),
                     MomentumCosine = settings.MomentumCosine,
                     Symmetric = settings.Symmetric,
+                    ShuffleBn = settings.ShuffleBn,
                     SmallImages = small,
                 });
             case "swav":

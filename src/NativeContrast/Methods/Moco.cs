@@ -3,6 +3,7 @@ namespace NativeContrast.Methods;
 using System.Globalization;
 using NativeContrast.Backends;
 using NativeContrast.Data;
+using NativeContrast.Distributed;
 using NativeContrast.Losses;
 using NativeContrast.Nn;
 using NativeContrast.Optim;
@@ -46,6 +47,13 @@ public sealed record MocoOptions
     /// <summary>CIFAR-size images: the CIFAR recipe's learning rate (SGD 0.3 per 256 images instead of 0.03).</summary>
     public bool SmallImages { get; init; }
 
+    /// <summary>
+    /// Data-parallel: the key encoder runs on a shard of a permutation of the global key batch (MoCo's shuffle-BN,
+    /// its recipe on several GPUs), its batch norms per rank; false runs it on the rank's own key images, its batch
+    /// norms synchronised when the run's SyncBN is on. One process has nothing to shuffle across.
+    /// </summary>
+    public bool ShuffleBn { get; init; }
+
     public MatmulPrecision Precision { get; init; } = MatmulPrecision.Tf32;
 
     /// <summary>"mocov1", "mocov2", or "simclr-cifar" for small images.</summary>
@@ -70,6 +78,14 @@ public sealed record MocoOptions
 /// Shuffle-BN (MoCo's defence against BatchNorm leaking the positive through batch statistics) needs several
 /// devices; on one device, as solo-learn on one GPU, the key encoder runs on the plain key batch. The key encoder's
 /// BatchNorm keeps its own running statistics (the EMA covers the trainable parameters only).
+/// <para>
+/// Data-parallel: each rank's loss is the mean over its own queries (against its own keys and the shared queue), so
+/// the trainer's gradient mean is the global batch's; the keys are all-gathered and enqueued in the order one process
+/// of the global batch enqueues them (view by view, each view's images in global order), so every rank's queue stays
+/// that process's. With SyncBN the key encoder's batch norms are synchronised too; with <see cref="MocoOptions.ShuffleBn"/>
+/// they are not, and <see cref="KeyShuffle"/> computes the keys on shuffled shards instead. The EMA needs nothing: it
+/// runs after the same all-reduced step on every rank.
+/// </para>
 /// </summary>
 public sealed class Moco(MocoOptions? options = null) : Method
 {
@@ -81,6 +97,9 @@ public sealed class Moco(MocoOptions? options = null) : Method
     private InfoNceLoss? _loss;
     private Tensor? _queryGradient;
     private Tensor? _swappedKeys;
+    private ICommunicator? _ranks;
+    private Tensor? _globalKeys;
+    private KeyShuffle? _shuffle;
 
     public MocoOptions Options { get; } = options ?? MocoOptions.V2;
 
@@ -93,8 +112,16 @@ public sealed class Moco(MocoOptions? options = null) : Method
 
     public override Ema? Teacher => _teacher?.Ema;
 
-    /// <summary>The key encoder's output of the last step (before normalisation), as it was enqueued.</summary>
+    /// <summary>
+    /// The key encoder's output of the last step (before normalisation): this rank's keys as they were enqueued, or
+    /// with shuffle-BN across ranks, the keys of this rank's shuffled shard.
+    /// </summary>
     public Tensor LastKeys => _teacher?.Output ?? throw new InvalidOperationException("MoCo is not built yet");
+
+    public override bool SupportsDataParallel => true;
+
+    /// <summary>The head's, and the key encoder's unless its batches are shuffled across ranks instead.</summary>
+    public override IEnumerable<BatchNorm> BatchNorms => Options.ShuffleBn ? _projector!.BatchNorms : _projector!.BatchNorms.Concat(_teacher!.BatchNorms);
 
     public override string DefaultOptimizer(bool smallImages) => "sgd";
 
@@ -146,6 +173,18 @@ public sealed class Moco(MocoOptions? options = null) : Method
         _loss.InitializeQueue(context.Seed ^ 0x6D6F636FUL);
         _queryGradient = context.Backend.Allocate(new TensorShape(rows, Options.OutputDim), "moco dq");
         _swappedKeys = Options.Symmetric ? context.Backend.Allocate(new TensorShape(rows, Options.OutputDim), "moco swapped keys") : null;
+        if (context.Communicator is { Size: > 1 } ranks)
+        {
+            _ranks = ranks;
+            if (Options.ShuffleBn)
+            {
+                _shuffle = new KeyShuffle(ranks, context.Backend, shape, Options.OutputDim, context.Seed);
+            }
+            else
+            {
+                _globalKeys = context.Backend.Allocate(new TensorShape(ranks.Size * rows, Options.OutputDim), "moco gathered keys");
+            }
+        }
     }
 
     public override Tensor TrainingStep(ViewGroups views)
@@ -159,7 +198,7 @@ public sealed class Moco(MocoOptions? options = null) : Method
         var queries = Options.Symmetric ? pair : pair.SliceRows(0, n);
         var keyImages = Options.Symmetric ? pair : pair.SliceRows(n, n);
         var q = _queryPlan.Forward(queries, training: true);
-        var k = _teacher.Forward(keyImages);
+        var (k, allKeys) = Keys(keyImages, views.Step);
         var positives = k;
         if (_swappedKeys is { } swapped)
         {
@@ -171,7 +210,7 @@ public sealed class Moco(MocoOptions? options = null) : Method
         }
         _loss.Compute(q, positives, _queryGradient);
         _queryPlan.Backward(_queryGradient);
-        _loss.Enqueue(k);
+        _loss.EnqueueFromRanks(allKeys, _ranks?.Size ?? 1, Options.Symmetric ? 2 : 1);
         return _loss.Stats;
     }
 
@@ -195,7 +234,24 @@ public sealed class Moco(MocoOptions? options = null) : Method
 
     public override string DescribeOptions() => string.Create(
         CultureInfo.InvariantCulture,
-        $"{{\"version\":{Options.Version},\"projector_layers\":{Options.ProjectorLayers},\"hidden_dim\":{Options.HiddenDim?.ToString(CultureInfo.InvariantCulture) ?? "null"},\"output_dim\":{Options.OutputDim},\"temperature\":{Options.Temperature:R},\"queue\":{_loss?.Queue.Capacity ?? Options.QueueLength},\"momentum\":{Options.Momentum:R},\"momentum_cosine\":{(Options.MomentumCosine ? "true" : "false")},\"symmetric\":{(Options.Symmetric ? "true" : "false")},\"augmentations\":\"{Options.Augmentations}\",\"shuffle_bn\":\"none (one device)\"}}");
+        $"{{\"version\":{Options.Version},\"projector_layers\":{Options.ProjectorLayers},\"hidden_dim\":{Options.HiddenDim?.ToString(CultureInfo.InvariantCulture) ?? "null"},\"output_dim\":{Options.OutputDim},\"temperature\":{Options.Temperature:R},\"queue\":{_loss?.Queue.Capacity ?? Options.QueueLength},\"momentum\":{Options.Momentum:R},\"momentum_cosine\":{(Options.MomentumCosine ? "true" : "false")},\"symmetric\":{(Options.Symmetric ? "true" : "false")},\"augmentations\":\"{Options.Augmentations}\",\"shuffle_bn\":{(Options.ShuffleBn ? "true" : "false")}}}");
+
+    /// <summary>This rank's keys, and every rank's in rank order (this rank's alone in one process).</summary>
+    private (Tensor Own, Tensor All) Keys(Tensor keyImages, long step)
+    {
+        if (_shuffle is not null)
+        {
+            _shuffle.Unshuffle(_teacher!.Forward(_shuffle.Shuffle(keyImages, step)));
+            return (_shuffle.GlobalKeys.SliceRows(_ranks!.Rank * _shuffle.Rows, _shuffle.Rows), _shuffle.GlobalKeys);
+        }
+        var k = _teacher!.Forward(keyImages);
+        if (_globalKeys is null)
+        {
+            return (k, k);
+        }
+        _ranks!.AllGather(k, _globalKeys);
+        return (k, _globalKeys);
+    }
 
     protected override void DisposeOwned()
     {
@@ -204,6 +260,8 @@ public sealed class Moco(MocoOptions? options = null) : Method
         _loss?.Dispose();
         _queryGradient?.Dispose();
         _swappedKeys?.Dispose();
+        _globalKeys?.Dispose();
+        _shuffle?.Dispose();
         _projector?.Dispose();
         _teacher?.Dispose();
     }

@@ -41,6 +41,9 @@ public sealed class MomentumEncoder : IDisposable
     /// <summary>The keys of the last <see cref="Forward"/> (before normalisation).</summary>
     public Tensor Output => _plan?.Output ?? throw new InvalidOperationException("the momentum encoder is not prepared yet");
 
+    /// <summary>The copy's batch norms (backbone, then head), for SyncBN of the keys.</summary>
+    public IEnumerable<BatchNorm> BatchNorms => _backbone.BatchNorms.Concat(_head.BatchNorms);
+
     public IEnumerable<(string Name, Tensor Tensor)> StateTensors => Arena.Views.Select(v => ("teacher." + v.Name, Arena.Value(v)));
 
     /// <summary>Allocates the teacher's arena beside <paramref name="student"/> (no gradients are used, no optimiser state).</summary>

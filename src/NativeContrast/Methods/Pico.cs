@@ -3,6 +3,7 @@ namespace NativeContrast.Methods;
 using System.Globalization;
 using NativeContrast.Backends;
 using NativeContrast.Data;
+using NativeContrast.Distributed;
 using NativeContrast.Losses;
 using NativeContrast.Nn;
 using NativeContrast.Optim;
@@ -66,6 +67,14 @@ public sealed record PicoOptions
 /// </code>
 /// The disambiguation (B × C scores, the prototypes, the confidence table of N × C) runs on the host: it reads back
 /// the batch's logits and embeddings, B × (C + 128) floats a step.
+/// <para>
+/// Data-parallel: every rank all-gathers the batch's logits, embeddings and data-set indices and runs the disambiguation
+/// over the global batch in its order, so the prototypes and every sample's confidence move as in one process, the
+/// same on every rank, with nothing more to reconcile; each rank keeps its own rows' pseudo-labels and targets. The
+/// contrastive term runs this rank's queries against every rank's q, k and the queue (<see cref="LabelMaskedInfoNceLoss"/>),
+/// and the keys with their pseudo-labels are enqueued from every rank in rank order. The classification term is the
+/// mean over this rank's rows, the key encoder's batch norms are synchronised under SyncBN.
+/// </para>
 /// </summary>
 public sealed class Pico(PicoOptions? options = null) : Method
 {
@@ -99,6 +108,13 @@ public sealed class Pico(PicoOptions? options = null) : Method
     private int _classes;
     private int _stepsPerEpoch = 1;
     private int _epochs = 1;
+    private ICommunicator? _ranks;
+    private Tensor? _allLogits;
+    private Tensor? _allEmbeddings;
+    private Tensor? _indices;
+    private Tensor? _allIndices;
+    private float[] _hostIndices = [];
+    private int[] _batchIndices = [];
 
     public PicoOptions Options { get; } = options ?? new PicoOptions();
 
@@ -113,6 +129,10 @@ public sealed class Pico(PicoOptions? options = null) : Method
     public override float DefaultWeightDecay(string optimizer) => optimizer == "sgd" ? 1e-3f : base.DefaultWeightDecay(optimizer);
 
     public override Ema? Teacher => _teacher?.Ema;
+
+    public override bool SupportsDataParallel => true;
+
+    public override IEnumerable<BatchNorm> BatchNorms => _head!.BatchNorms.Concat(_teacher!.BatchNorms);
 
     /// <summary>The linear classifier on the backbone's features, whose predictions are the method's output; the trainer scores it on the test split.</summary>
     public override Module? Classifier => _classifier;
@@ -196,7 +216,22 @@ public sealed class Pico(PicoOptions? options = null) : Method
         {
             throw new ArgumentException($"PiCO needs a queue: QueueLength is {Options.QueueLength}", nameof(context));
         }
-        _loss = new LabelMaskedInfoNceLoss(backend, n, Options.OutputDim, queue, Options.Temperature);
+        _ranks = context.Communicator is { Size: > 1 } ranks ? ranks : null;
+        var all = n * (_ranks?.Size ?? 1);
+        if (_ranks is not null)
+        {
+            if (dataset.Count > 1 << 24)
+            {
+                throw new ArgumentException($"PiCO on several ranks gathers data-set indices as floats, exact up to 2^24 images; {dataset.Name} has {dataset.Count}", nameof(context));
+            }
+            _allLogits = backend.Allocate(new TensorShape(all, _classes), "pico gathered logits");
+            _allEmbeddings = backend.Allocate(new TensorShape(all, Options.OutputDim), "pico gathered q");
+            _indices = backend.Allocate(new TensorShape(n), "pico indices");
+            _allIndices = backend.Allocate(new TensorShape(all), "pico gathered indices");
+            _hostIndices = new float[all];
+        }
+        _batchIndices = new int[all];
+        _loss = new LabelMaskedInfoNceLoss(backend, n, Options.OutputDim, queue, Options.Temperature, _ranks);
         _loss.InitializeQueue(context.Seed ^ 0x7069636FUL);
         _moCoWorkspace = backend.Allocate(new TensorShape(checked((int)backend.InfoNceWorkspaceLength(n, Options.OutputDim, queue, MatmulPrecision.Fp32))), "pico moco workspace");
         _embeddingGradient = backend.Allocate(new TensorShape(n, Options.OutputDim), "pico dq");
@@ -208,11 +243,11 @@ public sealed class Pico(PicoOptions? options = null) : Method
         _confidenceState = backend.Allocate(new TensorShape(dataset.Count, _classes), "pico confidence");
         _prototypeState = backend.Allocate(new TensorShape(_classes, Options.OutputDim), "pico prototypes");
 
-        _hostLogits = new float[n * _classes];
-        _hostEmbeddings = new float[n * Options.OutputDim];
-        _hostPseudo = new float[n];
-        _hostTargets = new float[n * _classes];
-        _hostScores = new float[n * _classes];
+        _hostLogits = new float[all * _classes];
+        _hostEmbeddings = new float[all * Options.OutputDim];
+        _hostPseudo = new float[all];
+        _hostTargets = new float[all * _classes];
+        _hostScores = new float[all * _classes];
         _prototypes = new float[_classes * Options.OutputDim];
         _confidence = new float[dataset.Count * _classes];
         for (var i = 0; i < dataset.Count; i++)
@@ -252,12 +287,10 @@ public sealed class Pico(PicoOptions? options = null) : Method
         var q = _headPlan.Forward(features, training: true);
         var k = _teacher.Forward(pair.SliceRows(n, n));
 
-        backend.CopyToHost(logits, _hostLogits);
-        backend.CopyToHost(q, _hostEmbeddings);
-        var indices = views.Indices.Span;
-        var classification = Disambiguate(indices, n, disambiguate, ConfidenceMomentum(epoch));
-        backend.CopyFromHost(_hostPseudo, _pseudoLabels!);
-        backend.CopyFromHost(_hostTargets, _targets!);
+        var (first, all) = GatherBatch(logits, q, views.Indices.Span);
+        var classification = Disambiguate(_batchIndices, all, disambiguate, ConfidenceMomentum(epoch));
+        backend.CopyFromHost(_hostPseudo.AsSpan(first, n), _pseudoLabels!);
+        backend.CopyFromHost(_hostTargets.AsSpan(first * _classes, n * _classes), _targets!);
 
         if (disambiguate)
         {
@@ -285,6 +318,39 @@ public sealed class Pico(PicoOptions? options = null) : Method
         _hostStats[2] = contrastive.Top1Accuracy;
         backend.CopyFromHost(_hostStats, _stats!);
         return _stats!;
+    }
+
+    /// <summary>
+    /// The batch's logits, embeddings and indices on the host (every rank's, in rank order, when data-parallel); returns
+    /// this rank's first row among them and the rows in all.
+    /// </summary>
+    private (int First, int Rows) GatherBatch(Tensor logits, Tensor q, ReadOnlySpan<int> indices)
+    {
+        var backend = _backend!;
+        var n = indices.Length;
+        if (_ranks is null)
+        {
+            backend.CopyToHost(logits, _hostLogits);
+            backend.CopyToHost(q, _hostEmbeddings);
+            indices.CopyTo(_batchIndices);
+            return (0, n);
+        }
+        _ranks.AllGather(logits, _allLogits!);
+        _ranks.AllGather(q, _allEmbeddings!);
+        for (var i = 0; i < n; i++)
+        {
+            _hostIndices[i] = indices[i];
+        }
+        backend.CopyFromHost(_hostIndices.AsSpan(0, n), _indices!);
+        _ranks.AllGather(_indices!, _allIndices!);
+        backend.CopyToHost(_allLogits!, _hostLogits);
+        backend.CopyToHost(_allEmbeddings!, _hostEmbeddings);
+        backend.CopyToHost(_allIndices!, _hostIndices);
+        for (var i = 0; i < _batchIndices.Length; i++)
+        {
+            _batchIndices[i] = (int)_hostIndices[i];
+        }
+        return (_ranks.Rank * n, _batchIndices.Length);
     }
 
     /// <summary>
@@ -432,7 +498,7 @@ public sealed class Pico(PicoOptions? options = null) : Method
 
     public override string DescribeOptions() => string.Create(
         CultureInfo.InvariantCulture,
-        $"{{\"partial_rate\":{Options.PartialRate:R},\"partial_label_seed\":{Options.PartialLabelSeed},\"temperature\":{Options.Temperature:R},\"loss_weight\":{Options.LossWeight:R},\"queue\":{_loss?.Queue?.Capacity ?? Options.QueueLength},\"momentum\":{Options.Momentum:R},\"prototype_momentum\":{Options.PrototypeMomentum:R},\"confidence_momentum\":[{Options.ConfidenceMomentumStart:R},{Options.ConfidenceMomentumEnd:R}],\"prototype_start_epoch\":{Options.PrototypeStartEpoch},\"classes\":{_classes},\"augmentations\":\"{Options.Augmentations}\",\"shuffle_bn\":\"none (one device)\"}}");
+        $"{{\"partial_rate\":{Options.PartialRate:R},\"partial_label_seed\":{Options.PartialLabelSeed},\"temperature\":{Options.Temperature:R},\"loss_weight\":{Options.LossWeight:R},\"queue\":{_loss?.Queue?.Capacity ?? Options.QueueLength},\"momentum\":{Options.Momentum:R},\"prototype_momentum\":{Options.PrototypeMomentum:R},\"confidence_momentum\":[{Options.ConfidenceMomentumStart:R},{Options.ConfidenceMomentumEnd:R}],\"prototype_start_epoch\":{Options.PrototypeStartEpoch},\"classes\":{_classes},\"augmentations\":\"{Options.Augmentations}\",\"shuffle_bn\":false}}");
 
     protected override void DisposeOwned()
     {
@@ -450,6 +516,10 @@ public sealed class Pico(PicoOptions? options = null) : Method
         _stats?.Dispose();
         _confidenceState?.Dispose();
         _prototypeState?.Dispose();
+        _allLogits?.Dispose();
+        _allEmbeddings?.Dispose();
+        _indices?.Dispose();
+        _allIndices?.Dispose();
         _head?.Dispose();
         _classifier?.Dispose();
     }

@@ -3,6 +3,7 @@ namespace NativeContrast.Methods;
 using System.Globalization;
 using NativeContrast.Backends;
 using NativeContrast.Data;
+using NativeContrast.Distributed;
 using NativeContrast.Losses;
 using NativeContrast.Nn;
 using NativeContrast.Optim;
@@ -60,7 +61,9 @@ public sealed record SimClrOptions
 /// loss = nt_xent(z, tau)                               # positives: (i, i + N)
 /// loss.backward()
 /// </code>
-/// Data-parallel, each rank forwards its share of the batch and NT-Xent runs over every rank's z (see <see cref="NtXentLoss"/>).
+/// Data-parallel, each rank forwards its share of the batch and NT-Xent runs over every rank's z (see <see cref="NtXentLoss"/>);
+/// with the memory, each rank's InfoNCE runs over its own rows, and every rank's momentum keys are all-gathered and
+/// enqueued in one process's order, as MoCo's (the momentum encoder's batch norms synchronised under SyncBN).
 /// </summary>
 public sealed class SimClr(SimClrOptions? options = null) : Method
 {
@@ -74,6 +77,8 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
     private Tensor? _queueGradient;
     private Tensor? _swappedKeys;
     private Tensor? _stats;
+    private ICommunicator? _ranks;
+    private Tensor? _allKeys;
 
     public SimClrOptions Options { get; } = options ?? SimClrOptions.V1;
 
@@ -89,10 +94,9 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
 
     public override Ema? Teacher => _teacher?.Ema;
 
-    /// <summary>NT-Xent over the global batch; not with the momentum queue, whose keys would need gathering too.</summary>
-    public override bool SupportsDataParallel => Options.QueueLength == 0;
+    public override bool SupportsDataParallel => true;
 
-    public override IEnumerable<BatchNorm> BatchNorms => Projector.BatchNorms;
+    public override IEnumerable<BatchNorm> BatchNorms => _teacher is null ? Projector.BatchNorms : Projector.BatchNorms.Concat(_teacher.BatchNorms);
 
     /// <summary>The momentum keys' loss and queue; null without <see cref="SimClrOptions.QueueLength"/>.</summary>
     public InfoNceLoss? QueueLoss => _queueLoss;
@@ -146,6 +150,11 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
             _queueGradient = backend.Allocate(new TensorShape(rows, Options.OutputDim), "simclr queue dz");
             _swappedKeys = backend.Allocate(new TensorShape(rows, Options.OutputDim), "simclr swapped keys");
             _stats = backend.Allocate(new TensorShape(3), "simclr stats");
+            if (context.Communicator is { Size: > 1 } ranks)
+            {
+                _ranks = ranks;
+                _allKeys = backend.Allocate(new TensorShape(ranks.Size * rows, Options.OutputDim), "simclr gathered keys");
+            }
         }
     }
 
@@ -173,7 +182,15 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
         _queueLoss.Compute(z, _swappedKeys, _queueGradient, 0.5f);
         backend.Add(_projectionGradient, _queueGradient, _projectionGradient);
         _plan.Backward(_projectionGradient);
-        _queueLoss.Enqueue(k);
+        if (_ranks is null || _allKeys is null)
+        {
+            _queueLoss.Enqueue(k);
+        }
+        else
+        {
+            _ranks.AllGather(k, _allKeys);
+            _queueLoss.EnqueueFromRanks(_allKeys, _ranks.Size, views: 2);
+        }
         // Statistics of the two terms averaged, as the loss is.
         backend.Add(_loss.Stats, _queueLoss.Stats, _stats);
         backend.Scale(_stats, 0.5f, _stats);
@@ -216,6 +233,7 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
         _queueGradient?.Dispose();
         _swappedKeys?.Dispose();
         _stats?.Dispose();
+        _allKeys?.Dispose();
         _projector?.Dispose();
     }
 }

@@ -2,6 +2,7 @@ namespace NativeContrast.Methods;
 
 using System.Globalization;
 using NativeContrast.Data;
+using NativeContrast.Distributed;
 using NativeContrast.Losses;
 using NativeContrast.Nn;
 using NativeContrast.Tensors;
@@ -53,6 +54,12 @@ public sealed record SwavOptions
 /// loss = mean over c, v ≠ c of −Σ q_c · log softmax(scores_v / τ)
 /// loss.backward(); (prototypes frozen early); step; prototypes ← normalize(prototypes)
 /// </code>
+/// Data-parallel: the codes come from Sinkhorn over every rank's samples of the crop (its prototype normalisations
+/// reduced across ranks, <see cref="SinkhornKnopp"/>), each rank's loss is the mean over its samples; freezing and
+/// normalising the prototypes need nothing, as every rank steps the same all-reduced gradients. The feature queue is
+/// the one process's: every rank keeps all of it, filled from every rank's features in global order (an all-gather),
+/// and each rank joins its 1/ranks share of the queued rows to its samples for Sinkhorn, which sums over every rank's
+/// rows anyway: so the ranks' shares of the queue weigh in once, and each rank scores only its share.
 /// </summary>
 public sealed class Swav(SwavOptions? options = null) : Method
 {
@@ -73,6 +80,8 @@ public sealed class Swav(SwavOptions? options = null) : Method
     private Tensor? _frozenPrototypes;
     private Tensor[] _queues = [];
     private Tensor[] _queuedScores = [];
+    private ICommunicator? _ranks;
+    private Tensor? _gatheredFeatures;
     private long _freezeSteps;
     private int _stepsPerEpoch = 1;
     private int _queuePosition;
@@ -81,6 +90,10 @@ public sealed class Swav(SwavOptions? options = null) : Method
     public SwavOptions Options { get; } = options ?? new SwavOptions();
 
     public override string Name => "swav";
+
+    public override bool SupportsDataParallel => true;
+
+    public override IEnumerable<BatchNorm> BatchNorms => _projector!.BatchNorms;
 
     public LinearHead Prototypes => _prototypes ?? throw new InvalidOperationException("SwAV is not built yet");
 
@@ -141,7 +154,7 @@ public sealed class Swav(SwavOptions? options = null) : Method
         _groupPlans = [.. plans];
         var rows = crops * batch;
         _prototypePlan = Prototypes.Plan(new TensorShape(rows, Options.OutputDim), inputGradient: true);
-        _loss = new SwavLoss(backend, Options.Temperature, Options.Epsilon, Options.SinkhornIterations, AssignmentCrops);
+        _loss = new SwavLoss(backend, Options.Temperature, Options.Epsilon, Options.SinkhornIterations, AssignmentCrops, context.Communicator);
         _embeddings = backend.Allocate(new TensorShape(rows, Options.OutputDim), "swav embeddings");
         _normalized = backend.Allocate(new TensorShape(rows, Options.OutputDim), "swav normalised embeddings");
         _norms = backend.Allocate(new TensorShape(rows), "swav embedding norms");
@@ -155,12 +168,19 @@ public sealed class Swav(SwavOptions? options = null) : Method
         _freezeSteps = (long)Math.Round(Options.FreezePrototypesEpochs * context.StepsPerEpoch);
         if (Options.QueueLength > 0)
         {
-            if (Options.QueueLength < batch)
+            _ranks = context.Communicator is { Size: > 1 } ranks ? ranks : null;
+            var rankCount = _ranks?.Size ?? 1;
+            if (Options.QueueLength < batch * rankCount)
             {
-                throw new ArgumentException($"SwAV's queue of {Options.QueueLength} features is shorter than a batch of {batch} (--queue)");
+                throw new ArgumentException($"SwAV's queue of {Options.QueueLength} features is shorter than a batch of {batch * rankCount} (--queue)");
             }
+            if (Options.QueueLength % rankCount != 0)
+            {
+                throw new ArgumentException($"SwAV's queue of {Options.QueueLength} features does not split evenly over {rankCount} ranks, which share its rows out for Sinkhorn (--queue)");
+            }
+            _gatheredFeatures = _ranks is null ? null : backend.Allocate(new TensorShape(rankCount * batch, Options.OutputDim), "swav gathered features");
             _queues = [.. AssignmentCrops.Select(c => backend.Allocate(new TensorShape(Options.QueueLength, Options.OutputDim), $"swav queue {c}"))];
-            _queuedScores = [.. AssignmentCrops.Select(c => backend.Allocate(new TensorShape(Options.QueueLength, Options.Prototypes), $"swav queued scores {c}"))];
+            _queuedScores = [.. AssignmentCrops.Select(c => backend.Allocate(new TensorShape(Options.QueueLength / rankCount, Options.Prototypes), $"swav queued scores {c}"))];
             foreach (var queue in _queues)
             {
                 backend.Fill(queue, 0f);
@@ -189,9 +209,11 @@ public sealed class Swav(SwavOptions? options = null) : Method
         var useQueue = _queues.Length > 0 && _queueFill == Options.QueueLength;
         if (useQueue)
         {
+            var share = _queuedScores[0].Rows;
+            var first = (_ranks?.Rank ?? 0) * share;
             for (var i = 0; i < _queues.Length; i++)
             {
-                backend.Gemm(_queues[i], false, Prototypes.Linear.Weight, true, _queuedScores[i]);
+                backend.Gemm(_queues[i].SliceRows(first, share), false, Prototypes.Linear.Weight, true, _queuedScores[i]);
             }
         }
         _loss.Compute(scores, crops, _stats.View(0, new TensorShape(1)), _scoresGradient, useQueue ? _queuedScores : null);
@@ -265,14 +287,23 @@ public sealed class Swav(SwavOptions? options = null) : Method
         CultureInfo.InvariantCulture,
         $"{{\"hidden_dim\":{Options.HiddenDim?.ToString(CultureInfo.InvariantCulture) ?? "null"},\"output_dim\":{Options.OutputDim},\"prototypes\":{Options.Prototypes},\"temperature\":{Options.Temperature:R},\"epsilon\":{Options.Epsilon:R},\"sinkhorn_iterations\":{Options.SinkhornIterations},\"small_crops\":{Options.SmallCrops},\"queue\":{Options.QueueLength},\"queue_start_epoch\":{Options.QueueStartEpoch},\"freeze_prototypes_epochs\":{Options.FreezePrototypesEpochs:R},\"augmentations\":\"{Options.Augmentations}\"}}");
 
-    /// <summary>The assignment crops' normalised embeddings over the oldest queued features (a ring: Sinkhorn ignores row order).</summary>
-    private void Enqueue(int batch)
+    /// <summary>
+    /// The assignment crops' normalised embeddings over the oldest queued features (a ring: Sinkhorn ignores row order);
+    /// data-parallel, every rank's, in global order.
+    /// </summary>
+    private void Enqueue(int ownBatch)
     {
         var backend = _arena!.Backend;
         var length = Options.QueueLength;
+        var batch = ownBatch * (_ranks?.Size ?? 1);
         for (var i = 0; i < _queues.Length; i++)
         {
-            var source = _normalized!.SliceRows(AssignmentCrops[i] * batch, batch);
+            var source = _normalized!.SliceRows(AssignmentCrops[i] * ownBatch, ownBatch);
+            if (_ranks is not null && _gatheredFeatures is not null)
+            {
+                _ranks.AllGather(source, _gatheredFeatures);
+                source = _gatheredFeatures;
+            }
             var first = Math.Min(batch, length - _queuePosition);
             backend.Copy(source.SliceRows(0, first), _queues[i].SliceRows(_queuePosition, first));
             if (first < batch)
@@ -299,6 +330,7 @@ public sealed class Swav(SwavOptions? options = null) : Method
         _scoresGradient?.Dispose();
         _stats?.Dispose();
         _frozenPrototypes?.Dispose();
+        _gatheredFeatures?.Dispose();
         foreach (var tensor in _queues.Concat(_queuedScores))
         {
             tensor.Dispose();

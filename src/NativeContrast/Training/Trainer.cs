@@ -81,7 +81,7 @@ public sealed class Trainer : IDisposable
         GlobalBatchSize = checked(options.BatchSize * rankCount);
         if (_ranks is not null && !method.SupportsDataParallel)
         {
-            throw new ArgumentException($"{method.Name} does not train data-parallel yet (only SimCLR without a queue does): run it as one process", nameof(method));
+            throw new ArgumentException($"{method.Name} does not train data-parallel yet (SimCLR, MoCo, SwAV and PiCO do): run it as one process", nameof(method));
         }
         if (train.Count < GlobalBatchSize)
         {
@@ -115,12 +115,6 @@ public sealed class Trainer : IDisposable
         method.Initialize(options.Seed);
         if (_ranks is not null)
         {
-            // Every rank starts from rank 0's values, whatever its initialisation did.
-            _ranks.Broadcast(_arena.Values, root: 0);
-            foreach (var (_, tensor) in method.StateTensors)
-            {
-                _ranks.Broadcast(tensor, root: 0);
-            }
             if (options.SyncBatchNorm)
             {
                 foreach (var norm in Backbone.BatchNorms.Concat(method.BatchNorms))
@@ -140,6 +134,18 @@ public sealed class Trainer : IDisposable
         StepsPerEpoch = _loader.BatchesPerEpoch;
         TotalSteps = (long)StepsPerEpoch * options.Epochs;
         method.Prepare(new MethodContext(backend, Backbone, preset, options.BatchSize, train.Shape.Channels, options.Seed, StepsPerEpoch, TotalSteps, train.Count, train, _ranks));
+        if (_ranks is not null)
+        {
+            // Every rank starts from rank 0's values, whatever its initialisation did; the method's buffers (queues)
+            // exist once it is prepared.
+            _ranks.Broadcast(_arena.Values, root: 0);
+            foreach (var (_, tensor) in method.StateTensors)
+            {
+                _ranks.Broadcast(tensor, root: 0);
+            }
+            // A method that keeps tables on the host (PiCO) reads them back from the broadcast tensors, as after a resume.
+            method.RestoreHostState(method.HostState);
+        }
         var peak = options.LearningRate ?? method.BaseLearningRate(options.Optimizer) * GlobalBatchSize / 256f;
         var warmupEpochs = options.WarmupEpochs ?? Math.Min(10, options.Epochs / 10.0);
         var warmup = Math.Min(TotalSteps, (long)Math.Round(warmupEpochs * StepsPerEpoch));

@@ -1,5 +1,6 @@
 namespace NativeContrast.Tests.Losses;
 
+using NativeContrast.Backends;
 using NativeContrast.Losses;
 using NativeContrast.Tensors;
 using NativeContrast.Tests.Support;
@@ -123,6 +124,21 @@ public class LabelMaskedInfoNceGpuTests : GpuTestBase
 
         using var q = Gpu.Allocate(new TensorShape(4, 8), "q");
         Assert.That(() => Gpu.LabelMaskedInfoNce(q, q, labels, null, null, 0.1f, workspace, stats, null), Throws.ArgumentException.With.Message.Contains("workspace [64]"));
+    }
+
+    /// <summary>PiCO on several ranks runs on the CPU twin only so far: the kernels say so rather than compute a shard wrongly.</summary>
+    [Test]
+    public void AShardOfABatchSpreadAcrossRanksIsRefusedNamingTheCpuTwin()
+    {
+        using var q = Gpu.Allocate(new TensorShape(4, 8), "q");
+        using var labels = Gpu.Allocate(new TensorShape(4), "labels");
+        using var stats = Gpu.Allocate(new TensorShape(3), "stats");
+        using var workspace = Gpu.Allocate(new TensorShape(checked((int)Math.Max(1, Gpu.LabelMaskedInfoNceWorkspaceLength(4, 8, 0)))), "workspace");
+        using var dq = Gpu.Allocate(new TensorShape(2, 8), "dq");
+        using var rowState = Gpu.Allocate(new TensorShape(6), "row states");
+        using var allRowStates = Gpu.Allocate(new TensorShape(12), "all row states");
+        var shard = new LabelMaskedShard(2, 2, rowState, allRowStates, (_, _) => { });
+        Assert.That(() => Gpu.LabelMaskedInfoNce(q, q, labels, null, null, 0.1f, workspace, stats, dq, 1f, shard), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("CPU backend"));
     }
 
     private Tensor Upload(float[] values, TensorShape shape)

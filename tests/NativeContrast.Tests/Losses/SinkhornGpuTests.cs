@@ -36,6 +36,19 @@ public class SinkhornGpuTests : GpuTestBase
         return (Numerics.ToArray(Gpu, gq), cq.Span.ToArray());
     }
 
+    /// <summary>SwAV on several ranks runs on the CPU twin only so far: the kernels say so rather than compute one rank's codes.</summary>
+    [Test]
+    public void ADistributedSinkhornIsRefusedNamingTheCpuTwin()
+    {
+        var shape = new TensorShape(4, 6);
+        using var scores = Gpu.Allocate(shape, "scores");
+        using var codes = Gpu.Allocate(shape, "codes");
+        using var workspace = Gpu.Allocate(new TensorShape(checked((int)Gpu.SinkhornWorkspaceLength(4, 6))), "workspace");
+        using var gathered = Gpu.Allocate(new TensorShape(SinkhornSync.GatheredLength(2, 6)), "gathered");
+        var sync = new SinkhornSync(8, gathered, (_, _) => { }, _ => { });
+        Assert.That(() => Gpu.SinkhornCodes(scores, codes, workspace, Epsilon, 3, SinkhornOutput.Assignments, sync), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("CPU backend"));
+    }
+
     [Test]
     public void CodesMatchCpuTwin(
         [ValueSource(nameof(Rows))] int rows, [ValueSource(nameof(Cols))] int cols, [ValueSource(nameof(Paths))] SinkhornPath path)
