@@ -77,6 +77,10 @@ public static class MethodCatalog
     public static Method Create(string name, MethodSettings settings)
     {
         ArgumentNullException.ThrowIfNull(settings);
+        if (settings.ShuffleBn && name.ToLowerInvariant() is not ("moco" or "mocov2"))
+        {
+            throw new ArgumentException($"--shuffle-bn is MoCo's (moco, mocov2): {name} does not shuffle its keys across ranks", "--shuffle-bn");
+        }
         var small = settings.SmallImages;
         string Views(string large) => settings.Augmentations ?? (small ? "simclr-cifar" : large);
         switch (name.ToLowerInvariant())

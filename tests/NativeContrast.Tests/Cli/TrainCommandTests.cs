@@ -92,6 +92,9 @@ public class TrainCommandTests
     {
         var batch = Run(["train", .. Tiny, "--batch", "1", "--out", _folder]);
         Assert.That(batch.Code, Is.EqualTo(Program.BadArguments));
+        var shuffle = Run(["train", .. Tiny, "--shuffle-bn", "--out", _folder]);
+        Assert.That(shuffle.Code, Is.EqualTo(Program.BadArguments));
+        Assert.That(shuffle.Error, Does.Contain("--shuffle-bn is MoCo's"));
         Assert.That(batch.Error, Does.Contain("--batch"));
         var checkpoint = Run("eval", "knn", "--checkpoint", Path.Combine(_folder, "absent"));
         Assert.That(checkpoint.Code, Is.EqualTo(Program.Failure));
