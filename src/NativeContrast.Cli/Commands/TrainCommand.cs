@@ -150,13 +150,14 @@ public static class TrainCommand
             error.WriteLine("error: --width and --temperature must be > 0, --image-size at least 8, --train-images at least 2 and --workers at least 1");
             return Program.BadArguments;
         }
-        if (DeviceOption.Open(request.Device, error) is not { } choice)
+        var launch = LaunchEnvironment.Read();
+        if (DeviceOption.Open(request.Device, launch, error) is not { } choice)
         {
             return Program.Failure;
         }
         using var backend = choice.Backend;
         backend.GemmPrecision = Precision(request.Precision);
-        var ranks = Communicators.Create(backend);
+        var ranks = Communicators.Create(backend, launch);
         using var communicator = ranks.Communicator;
         // Rank 0 speaks for the job: the other ranks' lines would repeat (or interleave with) its own.
         var console = CliConsole.For(communicator.Rank == 0 ? output : TextWriter.Null);

@@ -7,9 +7,9 @@ using NativeContrast.Cuda;
 public sealed record BackendChoice(IBackend Backend, string Reason);
 
 /// <summary>
-/// Turns "--device auto|cpu|cuda|cuda:N" into a backend. "auto" takes GPU 0 when the driver, a device, cuBLAS
-/// and the kernel module are all there, and otherwise falls back to the CPU saying why; "cuda" fails with that reason
-/// (<see cref="CudaUnavailableException"/>).
+/// Turns "--device auto|cpu|cuda|cuda:N" into a backend. "auto" takes GPU 0 (or the given GPU: a rank's, see
+/// <see cref="Distributed.RankDevice"/>) when the driver, a device, cuBLAS and the kernel module are all there, and
+/// otherwise falls back to the CPU saying why; "cuda" fails with that reason (<see cref="CudaUnavailableException"/>).
 /// </summary>
 public static class BackendSelector
 {
@@ -26,26 +26,28 @@ public static class BackendSelector
     /// <summary>Null when <paramref name="device"/> is a valid device string, else what is wrong with it.</summary>
     public static string? Validate(string? device) => TryParse(device, out _, out _, out var error) ? null : error;
 
-    public static BackendChoice Create(string device)
+    /// <summary>The backend for <paramref name="device"/>, where "auto" and "cuda" mean GPU <paramref name="gpu"/>.</summary>
+    public static BackendChoice Create(string device, int gpu = 0)
     {
         ArgumentNullException.ThrowIfNull(device);
         if (!TryParse(device, out var kind, out var ordinal, out var error))
         {
             throw new ArgumentException(error);
         }
+        ArgumentOutOfRangeException.ThrowIfNegative(gpu);
         switch (kind)
         {
             case Kind.Cpu:
                 return new BackendChoice(new CpuBackend(), "cpu: requested with --device cpu");
             case Kind.Cuda:
-                return Cuda(ordinal, $"requested with --device {device.Trim()}");
+                return Cuda(ordinal ?? gpu, $"requested with --device {device.Trim()}");
             default:
-                var why = CudaProbe.WhyUnavailable(0);
+                var why = CudaProbe.WhyUnavailable(gpu);
                 if (why is null)
                 {
                     try
                     {
-                        return Cuda(0, "auto-detected");
+                        return Cuda(gpu, "auto-detected");
                     }
                     catch (Exception e) when (e is CudaException or CudaUnavailableException or DllNotFoundException or FileNotFoundException)
                     {
@@ -57,10 +59,11 @@ public static class BackendSelector
         }
     }
 
-    private static bool TryParse(string? device, out Kind kind, out int ordinal, out string? error)
+    /// <summary>Parses <paramref name="device"/>; <paramref name="ordinal"/> is the N of cuda:N, else null.</summary>
+    private static bool TryParse(string? device, out Kind kind, out int? ordinal, out string? error)
     {
         kind = Kind.Auto;
-        ordinal = 0;
+        ordinal = null;
         error = null;
         var spec = device?.Trim().ToLowerInvariant() ?? string.Empty;
         switch (spec)
@@ -77,8 +80,9 @@ public static class BackendSelector
         if (spec.StartsWith("cuda:", StringComparison.Ordinal))
         {
             kind = Kind.Cuda;
-            if (int.TryParse(spec.AsSpan(5), NumberStyles.None, CultureInfo.InvariantCulture, out ordinal))
+            if (int.TryParse(spec.AsSpan(5), NumberStyles.None, CultureInfo.InvariantCulture, out var number))
             {
+                ordinal = number;
                 return true;
             }
             error = $"--device '{device}': expected cuda:N with N a device number (0, 1, ...)";

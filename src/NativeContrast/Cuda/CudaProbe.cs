@@ -48,6 +48,10 @@ public static class CudaProbe
     /// <summary>The CUDA driver library this process loaded (after <see cref="InitializeDriver"/>), or null.</summary>
     public static string? DriverLibraryFile => NativeLibraries.LoadedPath(NativeLibraries.ResolvedDriver);
 
+    /// <summary>How many CUDA devices the driver reports; 0 without a usable driver.</summary>
+    public static int DeviceCount() =>
+        InitializeDriver() is null && DriverApi.cuDeviceGetCount(out var count) == DriverApi.Success ? count : 0;
+
     /// <summary>Oldest compute capability the fatbin has code for (Ampere: TF32 and BF16 tensor cores).</summary>
     public const int MinimumComputeMajor = 8;
 
