@@ -83,12 +83,14 @@ public static class TrainCommand
         var syncBn = new Option<bool>("--sync-bn") { Description = "Under mpirun: BatchNorm statistics over the global batch (SyncBN), so N ranks of --batch B train as one process of batch N x B; false normalises each rank's batch alone.", DefaultValueFactory = _ => true };
         var failRank = new Option<int?>("--fail-rank") { Description = "Make this rank fail after step --fail-step (tests of the abort path).", Hidden = true };
         var failStep = new Option<long>("--fail-step") { Description = "The step after which --fail-rank fails.", DefaultValueFactory = _ => 0, Hidden = true };
+        var failMode = new Option<string>("--fail-mode") { Description = "How --fail-rank fails: throw (it aborts the job) or kill (SIGKILL, no abort).", DefaultValueFactory = _ => "throw", Hidden = true };
+        failMode.AcceptOnlyFromAmong("throw", "kill");
         var command = new Command("train", "Train an encoder without labels (SimCLR, MoCo, SwAV), with partial labels (PiCO) or with labels (supervised), with a kNN monitor, checkpoints and metrics.")
         {
             method, backbone, width, stem, dataset, dataDir, imageSize, trainImages, epochs, batch, lr, optimizer, weightDecay, warmup, views, temperature,
             device, precision, output, seed, resume, knnEvery, knnBank, workers,
             queue, momentum, momentumCosine, symmetric, shuffleBn, prototypes, smallCrops, queueStart, freezePrototypes, margin, cropScale, labels, labelsSeed,
-            partialRate, lossWeight, prototypeStart, syncBn, failRank, failStep,
+            partialRate, lossWeight, prototypeStart, syncBn, failRank, failStep, failMode,
         };
         command.SetAction(parse => Run(
             new Request(
@@ -99,7 +101,7 @@ public static class TrainCommand
                 parse.GetRequiredValue(precision), parse.GetValue(output), parse.GetRequiredValue(seed), parse.GetValue(resume),
                 parse.GetRequiredValue(knnEvery), parse.GetValue(knnBank), parse.GetRequiredValue(workers), parse.GetValue(cropScale),
                 parse.GetValue(labels), parse.GetRequiredValue(labelsSeed), parse.GetRequiredValue(syncBn),
-                parse.GetValue(failRank) is { } rank ? new InjectedFailure(rank, parse.GetRequiredValue(failStep)) : null,
+                parse.GetValue(failRank) is { } rank ? new InjectedFailure(rank, parse.GetRequiredValue(failStep), parse.GetRequiredValue(failMode) == "kill") : null,
                 new MethodSettings
                 {
                     Temperature = parse.GetValue(temperature),
@@ -140,8 +142,11 @@ public static class TrainCommand
         string Precision, string? Out, ulong Seed, string? Resume, int KnnEvery, int? KnnBank, int Workers, float? CropScale, string? Labels, ulong LabelsSeed,
         bool SyncBatchNorm, InjectedFailure? Failure, MethodSettings Settings);
 
-    /// <summary>A rank that throws once it has completed a step (hidden options for the tests of a failing rank).</summary>
-    private sealed record InjectedFailure(int Rank, long Step);
+    /// <summary>
+    /// A rank that throws, or kills itself, once it has completed a step (hidden options for the tests of a failing rank
+    /// and of a killed one).
+    /// </summary>
+    private sealed record InjectedFailure(int Rank, long Step, bool Kill);
 
     private static int Run(Request request, TextWriter output, TextWriter error)
     {
@@ -213,7 +218,7 @@ public static class TrainCommand
             }
             var failure = request.Failure is { } injected && injected.Rank == communicator.Rank ? injected : null;
             var title = $"{trainer.Spec.Method} {request.Backbone} x{request.Width.ToString(CultureInfo.InvariantCulture)} on {request.Dataset}";
-            if (session.Run(console, output, trainer, outputDirectory, title, failure is null ? null : reporter => new FailingObserver(reporter, failure.Step)) is not (var result, var plot))
+            if (session.Run(console, output, trainer, outputDirectory, title, failure is null ? null : reporter => new FailingObserver(reporter, failure)) is not (var result, var plot))
             {
                 return Interrupted;
             }
@@ -241,18 +246,27 @@ public static class TrainCommand
         }
     }
 
-    /// <summary>Passes every event on, then throws once step <paramref name="failAfter"/> has completed.</summary>
-    private sealed class FailingObserver(ITrainingObserver inner, long failAfter) : ITrainingObserver
+    /// <summary>Passes every event on, then throws (or kills this process) once the failure's step has completed.</summary>
+    private sealed class FailingObserver(ITrainingObserver inner, InjectedFailure failure) : ITrainingObserver
     {
         public void Started(TrainingStart start) => inner.Started(start);
 
         public void StepCompleted(StepMetrics metrics)
         {
             inner.StepCompleted(metrics);
-            if (metrics.Step >= failAfter)
+            if (metrics.Step < failure.Step)
             {
-                throw new InvalidOperationException($"injected failure after step {metrics.Step} (--fail-step {failAfter})");
+                return;
             }
+            if (failure.Kill)
+            {
+                // SIGKILL, as the OOM killer or a lost node would: no abort line, no MPI_Abort, no finally blocks.
+                using var self = Process.GetCurrentProcess();
+                self.Kill();
+                // The signal may land a moment after Kill returns: this rank must not take another step meanwhile.
+                Thread.Sleep(Timeout.Infinite);
+            }
+            throw new InvalidOperationException($"injected failure after step {metrics.Step} (--fail-step {failure.Step})");
         }
 
         public void EpochCompleted(EpochMetrics metrics) => inner.EpochCompleted(metrics);

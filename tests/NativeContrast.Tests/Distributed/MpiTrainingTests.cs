@@ -9,8 +9,8 @@ using NativeContrast.Training;
 /// <summary>
 /// `nativecontrast train` data-parallel on two CPU ranks under mpirun, on tiny settings: two ranks of batch B step as
 /// one process of batch 2B (SimCLR with SyncBN: the same loss and, after the steps, the same arena), rank 0 alone
-/// prints and writes the run's files, and a failing rank ends the job with one line naming it while the last
-/// checkpoint stays loadable, by a run on another number of ranks.
+/// prints and writes the run's files, and a failing rank ends the job with one line naming it (a killed one: with
+/// mpirun's line naming it) while the last checkpoint stays loadable, by a run on another number of ranks.
 /// </summary>
 [Category("Mpi")]
 [NonParallelizable]
@@ -90,6 +90,24 @@ public class MpiTrainingTests
         Assert.That((state.Step, state.Epoch), Is.EqualTo((1L, 1)), "the checkpoint of epoch 0's end");
 
         // The checkpoint holds global state only: one process of the same global batch takes over.
+        var resumed = RunInProcess([.. Tiny(16, run, epochs: 3, trainImages: 16), "--resume", run]);
+        Assert.That(resumed.Code, Is.EqualTo(Program.Success), resumed.Error + resumed.Output);
+        Assert.That(TrainingCheckpoint.ReadState(Path.Combine(run, Trainer.CheckpointFileName)).Step, Is.EqualTo(3));
+    }
+
+    [Test]
+    public void AKilledRankEndsTheJobNamingItAndTheLastCheckpointResumesOnOneRank()
+    {
+        var run = Path.Combine(_folder, "run");
+        // As above, but rank 1 dies of SIGKILL without a word: rank 0 waits for it in epoch 1's collectives until
+        // mpirun, seeing a rank die, kills the job.
+        var job = MpiJob.Run(_mpirun, 2, [], [.. Tiny(8, run, epochs: 3, trainImages: 16), "--fail-rank", "1", "--fail-step", "1", "--fail-mode", "kill"]);
+
+        Assert.That(job.ExitCode, Is.Not.Zero, job.Log);
+        Assert.That(job.Stderr, Does.Contain("process rank 1 ").And.Contain("exited on signal 9"), job.Log);
+        var state = TrainingCheckpoint.ReadState(Path.Combine(run, Trainer.CheckpointFileName));
+        Assert.That((state.Step, state.Epoch), Is.EqualTo((1L, 1)), "the checkpoint of epoch 0's end");
+
         var resumed = RunInProcess([.. Tiny(16, run, epochs: 3, trainImages: 16), "--resume", run]);
         Assert.That(resumed.Code, Is.EqualTo(Program.Success), resumed.Error + resumed.Output);
         Assert.That(TrainingCheckpoint.ReadState(Path.Combine(run, Trainer.CheckpointFileName)).Step, Is.EqualTo(3));
