@@ -27,7 +27,9 @@
 //          a grid barrier (deterministic). Global traffic: S read once (+ the streamed remainder per pass), Q written
 //          once.
 //   multi-pass: separate launches per half-step (column partials, combine, row step, ...), for any K; also the
-//          "unfused" baseline of the benchmark.
+//          "unfused" baseline of the benchmark, and the distributed path (SwAV on several ranks): the launcher calls
+//          the communicator between launches, all-gathering pass 0's per-rank (max, sum) pairs (merged by
+//          nc_sinkhorn_rank_merge) and all-reducing each later prototype step's column sums (nc_sinkhorn_column_total).
 // Why rows stay fp32 on chip and not bf16/fp16 to fit more of them: a 16-bit score carries S/eps with an absolute
 // error of |S|/eps * 2^-8 (bf16) or 2^-11 (fp16), i.e. 8% or 1% per code at |S| = 1, eps = 0.05; the codes would no
 // longer be SwAV's. Registers hold no rows either: K is a runtime size, and register arrays need compile-time bounds.
@@ -317,7 +319,9 @@ extern "C" __global__ void nc_sinkhorn_column_lse_partial(const float* __restric
     partials[static_cast<int64_t>(chunks + chunk) * cols + k] = s;
 }
 
-// lse != 0: smax[k], lr[k] from the chunks' (max, sum) pairs; else lr[k] += -log2 K - log2 of the chunks' sums.
+// lse == 1: smax[k], lr[k] from the chunks' (max, sum) pairs; lse == 2 (distributed): the same merge, but this
+// rank's pair is written as it is, smax[k] = max and lr[k] = sum, for the all-gather and nc_sinkhorn_rank_merge;
+// lse == 0: lr[k] += -log2 K - log2 of the chunks' sums.
 extern "C" __global__ void nc_sinkhorn_column_combine(const float* __restrict__ partials, float* __restrict__ smax,
                                                       float* __restrict__ lr, int cols, int chunks, int lse, float scale,
                                                       float neg_log2_cols) {
@@ -331,13 +335,43 @@ extern "C" __global__ void nc_sinkhorn_column_combine(const float* __restrict__ 
                                    partials[static_cast<int64_t>(chunks + c) * cols + k], scale);
         }
         smax[k] = m;
-        lr[k] = neg_log2_cols - log2f(s);
+        lr[k] = lse == 2 ? s : neg_log2_cols - log2f(s);
     } else {
         float total = 0.f;
 #pragma unroll 8
         for (int c = 0; c < chunks; ++c) total += partials[static_cast<int64_t>(c) * cols + k];
         lr[k] = lr[k] + (neg_log2_cols - log2f(total));
     }
+}
+
+// Distributed pass 0: smax[k], lr[k] from every rank's (max, sum) pair, all-gathered rank by rank into
+// gathered [ranks, 2, cols] (max at [2r * cols + k], sum at [(2r + 1) * cols + k]) and merged in rank order, as the
+// CPU twin does. gathered must not alias smax or lr (the workspace pair it was gathered from).
+extern "C" __global__ void nc_sinkhorn_rank_merge(const float* __restrict__ gathered, float* __restrict__ smax,
+                                                  float* __restrict__ lr, int cols, int ranks, float scale,
+                                                  float neg_log2_cols) {
+    const int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= cols) return;
+    float m = -INFINITY, s = 0.f;
+    for (int r = 0; r < ranks; ++r) {
+        nc_sinkhorn::lse_merge(m, s, gathered[static_cast<int64_t>(2 * r) * cols + k],
+                               gathered[static_cast<int64_t>(2 * r + 1) * cols + k], scale);
+    }
+    smax[k] = m;
+    lr[k] = neg_log2_cols - log2f(s);
+}
+
+// Distributed prototype step: totals[k] = this rank's column sums, the chunks' partials added in chunk order, to be
+// all-reduced and then applied by nc_sinkhorn_column_combine (plain, one chunk). totals must not alias the partials
+// read here (the launcher points it past them).
+extern "C" __global__ void nc_sinkhorn_column_total(const float* __restrict__ partials, float* __restrict__ totals,
+                                                    int cols, int chunks) {
+    const int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= cols) return;
+    float total = 0.f;
+#pragma unroll 8
+    for (int c = 0; c < chunks; ++c) total += partials[static_cast<int64_t>(c) * cols + k];
+    totals[k] = total;
 }
 
 // Sample step, one block per row: lc_max[b] = max_k y, lc_log[b] = offset - log2 sum_k 2^(y - max). With

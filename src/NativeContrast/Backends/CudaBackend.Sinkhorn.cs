@@ -52,16 +52,28 @@ public sealed partial class CudaBackend
         return (2L * prototypes) + (2L * samples) + (2 * parts * prototypes);
     }
 
+    /// <remarks>
+    /// With <paramref name="sync"/> (SwAV on several ranks) the multi-pass path runs, calling the collectives between
+    /// its launches in the CPU twin's order; <see cref="SinkhornPath.Auto"/> picks it, and <see cref="SinkhornPath.Fused"/>
+    /// refuses the call: the cooperative kernel has no point between its grid barriers where a collective could run.
+    /// </remarks>
     public unsafe void SinkhornCodes(Tensor scores, Tensor codes, Tensor workspace, float epsilon, int iterations, SinkhornOutput output, SinkhornSync? sync = null)
     {
+        SinkhornMath.CheckCodes(scores, codes, workspace, epsilon, iterations, SinkhornWorkspaceLength(scores.Rows, scores.Cols));
+        int rows = scores.Rows, cols = scores.Cols;
         if (sync is not null)
         {
-            throw new NotSupportedException("distributed Sinkhorn (SwAV on several ranks) runs on the CPU backend only so far");
+            if (SinkhornPath == SinkhornPath.Fused)
+            {
+                throw new NotSupportedException("the fused (cooperative) Sinkhorn kernel cannot run a distributed Sinkhorn (SwAV on several ranks): the collectives run between launches; use SinkhornPath.Auto or MultiPass");
+            }
+            SinkhornMath.CheckSync(sync, rows, cols);
+            SinkhornMath.NoOverlap(sync.Gathered, workspace);
+            SinkhornMath.NoOverlap(sync.Gathered, scores);
+            SinkhornMath.NoOverlap(sync.Gathered, codes);
         }
-        SinkhornMath.CheckCodes(scores, codes, workspace, epsilon, iterations, SinkhornWorkspaceLength(scores.Rows, scores.Cols));
         Context.MakeCurrent();
-        int rows = scores.Rows, cols = scores.Cols;
-        var plan = SinkhornPath == SinkhornPath.MultiPass ? null : PlanSinkhorn(rows, cols);
+        var plan = SinkhornPath == SinkhornPath.MultiPass || sync is not null ? null : PlanSinkhorn(rows, cols);
         if (plan is null && SinkhornPath == SinkhornPath.Fused)
         {
             throw new NotSupportedException($"the fused Sinkhorn kernel cannot run {scores.Describe()} on {Info.Name} (too many prototypes for shared memory, or no cooperative launch); use SinkhornPath.Auto or MultiPass");
@@ -73,8 +85,9 @@ public sealed partial class CudaBackend
         ulong lcLog = lcMax + ((ulong)rows * sizeof(float));
         ulong partials = lcLog + ((ulong)rows * sizeof(float));
         float scale = SinkhornMath.Log2Scale(epsilon);
-        float negLog2Rows = SinkhornMath.NegativeLog2(rows), negLog2Cols = SinkhornMath.NegativeLog2(cols);
-        float outputOffset = SinkhornMath.OutputOffset(output, rows);
+        var allRows = sync?.Samples ?? rows;
+        float negLog2Rows = SinkhornMath.NegativeLog2(allRows), negLog2Cols = SinkhornMath.NegativeLog2(cols);
+        float outputOffset = SinkhornMath.OutputOffset(output, allRows);
         if (plan is not null)
         {
             int cached = plan.CachedRows;
@@ -92,37 +105,69 @@ public sealed partial class CudaBackend
                 _sinkhornPlan = null;
             }
         }
-        SinkhornMultiPass(s, q, smax, lr, lcMax, lcLog, partials, rows, cols, scale, iterations, negLog2Rows, negLog2Cols, outputOffset);
+        SinkhornMultiPass(s, q, smax, lr, lcMax, lcLog, partials, rows, cols, scale, iterations, negLog2Rows, negLog2Cols, outputOffset, workspace, sync);
     }
 
+    /// <summary>
+    /// The multi-pass launches. With <paramref name="sync"/>, the CPU twin's collectives in its order: pass 0 writes
+    /// this rank's (max, sum) pair per prototype into smax and lr (the workspace's first 2K floats), which are
+    /// all-gathered and merged in rank order; each later prototype step writes this rank's column sums into the pass-0
+    /// sum half of the partials (free by then), which are all-reduced before lr is updated from them.
+    /// </summary>
     private unsafe void SinkhornMultiPass(
         ulong s, ulong q, ulong smax, ulong lr, ulong lcMax, ulong lcLog, ulong partials, int rows, int cols, float scale, int iterations,
-        float negLog2Rows, float negLog2Cols, float outputOffset)
+        float negLog2Rows, float negLog2Cols, float outputOffset, Tensor workspace, SinkhornSync? sync)
     {
         const int columnThreads = 256;
         var (chunks, rowsPerChunk) = SinkhornChunks(rows);
         var columnGrid = new Dim3(Blocks(cols, columnThreads), (uint)chunks);
+        var combineGrid = new Dim3(Blocks(cols, columnThreads));
         var rowThreads = cols >= 8192 ? 1024 : 256;
-        int lse = 1, plain = 0;
+        int lse = sync is null ? 1 : 2, plain = 0, one = 1;
         ulong destination = 0;
         var offset = 0f;
+        // Distributed: this rank's column sums, K floats right after the partials' first `chunks` rows (the pass-0 sums'
+        // half, at least `chunks` rows of K: the workspace holds 2·parts·K partials with parts ≥ chunks).
+        long totalsOffset = (2L * cols) + (2L * rows) + ((long)chunks * cols);
+        ulong totals = partials + ((ulong)chunks * (ulong)cols * sizeof(float));
+        ulong gathered = sync?.Gathered.DevicePointer() ?? 0;
+        var ranks = sync is null ? 0 : (int)(sync.Gathered.Length / (2L * cols));
         void** lsePartial = stackalloc void*[] { &s, &partials, &rows, &cols, &scale, &rowsPerChunk };
         void** lseCombine = stackalloc void*[] { &partials, &smax, &lr, &cols, &chunks, &lse, &scale, &negLog2Cols };
+        void** rankMerge = stackalloc void*[] { &gathered, &smax, &lr, &cols, &ranks, &scale, &negLog2Cols };
         void** rowStep = stackalloc void*[] { &s, &smax, &lr, &lcMax, &lcLog, &destination, &cols, &scale, &offset };
         void** sumPartial = stackalloc void*[] { &s, &smax, &lr, &lcMax, &lcLog, &partials, &rows, &cols, &scale, &rowsPerChunk };
         void** sumCombine = stackalloc void*[] { &partials, &smax, &lr, &cols, &chunks, &plain, &scale, &negLog2Cols };
+        void** columnTotal = stackalloc void*[] { &partials, &totals, &cols, &chunks };
+        void** totalCombine = stackalloc void*[] { &totals, &smax, &lr, &cols, &one, &plain, &scale, &negLog2Cols };
         Kernel("nc_sinkhorn_column_lse_partial").Launch(columnGrid, columnThreads, 0, Stream, lsePartial);
-        Kernel("nc_sinkhorn_column_combine").Launch(new Dim3(Blocks(cols, columnThreads)), columnThreads, 0, Stream, lseCombine);
+        Kernel("nc_sinkhorn_column_combine").Launch(combineGrid, columnThreads, 0, Stream, lseCombine);
+        if (sync is not null)
+        {
+            // Max then sum: the workspace's first 2·K floats are this rank's pairs, gathered in rank order.
+            sync.GatherAcrossRanks(workspace.View(0, new TensorShape(2 * cols)), sync.Gathered);
+            Kernel("nc_sinkhorn_rank_merge").Launch(combineGrid, columnThreads, 0, Stream, rankMerge);
+        }
         for (var pass = 1; pass <= iterations; pass++)
         {
             var last = pass == iterations;
             offset = last ? outputOffset : negLog2Rows;
             destination = last ? q : 0;
             Kernel("nc_sinkhorn_row_step").Launch(new Dim3((uint)rows), rowThreads, 0, Stream, rowStep);
-            if (!last)
+            if (last)
             {
-                Kernel("nc_sinkhorn_column_sum_partial").Launch(columnGrid, columnThreads, 0, Stream, sumPartial);
-                Kernel("nc_sinkhorn_column_combine").Launch(new Dim3(Blocks(cols, columnThreads)), columnThreads, 0, Stream, sumCombine);
+                continue;
+            }
+            Kernel("nc_sinkhorn_column_sum_partial").Launch(columnGrid, columnThreads, 0, Stream, sumPartial);
+            if (sync is null)
+            {
+                Kernel("nc_sinkhorn_column_combine").Launch(combineGrid, columnThreads, 0, Stream, sumCombine);
+            }
+            else
+            {
+                Kernel("nc_sinkhorn_column_total").Launch(combineGrid, columnThreads, 0, Stream, columnTotal);
+                sync.SumAcrossRanks(workspace.View(totalsOffset, new TensorShape(cols)));
+                Kernel("nc_sinkhorn_column_combine").Launch(combineGrid, columnThreads, 0, Stream, totalCombine);
             }
         }
     }

@@ -1,10 +1,12 @@
 namespace NativeContrast.Tests.Losses;
 
 using NativeContrast.Backends;
+using NativeContrast.Distributed;
+using NativeContrast.Losses;
 using NativeContrast.Tensors;
 using NativeContrast.Tests.Support;
 
-/// <summary>native/sinkhorn.cu against the CPU twin: both Sinkhorn paths on awkward sizes, and the swapped loss.</summary>
+/// <summary>native/sinkhorn.cu against the CPU twin: both Sinkhorn paths on awkward sizes, the distributed multi-pass path on GPU ranks, and the swapped loss.</summary>
 public class SinkhornGpuTests : GpuTestBase
 {
     private const float Epsilon = 0.05f;
@@ -36,17 +38,107 @@ public class SinkhornGpuTests : GpuTestBase
         return (Numerics.ToArray(Gpu, gq), cq.Span.ToArray());
     }
 
-    /// <summary>SwAV on several ranks runs on the CPU twin only so far: the kernels say so rather than compute one rank's codes.</summary>
+    /// <summary>The cooperative kernel has no point between its grid barriers for a collective: pinned, it says so.</summary>
     [Test]
-    public void ADistributedSinkhornIsRefusedNamingTheCpuTwin()
+    public void TheFusedPathRefusesADistributedCall()
     {
+        Gpu.SinkhornPath = SinkhornPath.Fused;
         var shape = new TensorShape(4, 6);
         using var scores = Gpu.Allocate(shape, "scores");
         using var codes = Gpu.Allocate(shape, "codes");
         using var workspace = Gpu.Allocate(new TensorShape(checked((int)Gpu.SinkhornWorkspaceLength(4, 6))), "workspace");
         using var gathered = Gpu.Allocate(new TensorShape(SinkhornSync.GatheredLength(2, 6)), "gathered");
         var sync = new SinkhornSync(8, gathered, (_, _) => { }, _ => { });
-        Assert.That(() => Gpu.SinkhornCodes(scores, codes, workspace, Epsilon, 3, SinkhornOutput.Assignments, sync), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("CPU backend"));
+        Assert.That(() => Gpu.SinkhornCodes(scores, codes, workspace, Epsilon, 3, SinkhornOutput.Assignments, sync), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("fused"));
+    }
+
+    /// <summary>
+    /// One rank with its collectives called (a gather and a sum over one thread): the multi-pass kernels' distributed
+    /// order (rank pair, merge, column totals, update) against the CPU twin's distributed path with the same collectives.
+    /// </summary>
+    [Test]
+    public void OneDistributedRankMatchesCpuTwin(
+        [Values(1, 33, 1000)] int rows, [Values(3, 300, 3001)] int cols, [Values(SinkhornPath.Auto, SinkhornPath.MultiPass)] SinkhornPath path)
+    {
+        Gpu.SinkhornPath = path;
+        var scores = SinkhornReference.CosineScores(rows, cols, 16, seed: rows + cols);
+        var shape = new TensorShape(rows, cols);
+        using var one = new ThreadRanks(1);
+        float[] Run(IBackend backend)
+        {
+            using var communicator = one.Communicator(0, backend);
+            using var s = backend.Allocate(shape, "scores");
+            using var q = backend.Allocate(shape, "codes");
+            using var w = backend.Allocate(new TensorShape(checked((int)backend.SinkhornWorkspaceLength(rows, cols))), "workspace");
+            using var gathered = backend.Allocate(new TensorShape(SinkhornSync.GatheredLength(1, cols)), "gathered");
+            backend.CopyFromHost(scores, s);
+            backend.Fill(q, float.NaN);  // every element must be written
+            var sync = new SinkhornSync(rows, gathered, communicator.AllGather, communicator.AllReduce);
+            backend.SinkhornCodes(s, q, w, Epsilon, 3, SinkhornOutput.Marginals, sync);
+            return Numerics.ToArray(backend, q);
+        }
+        Numerics.AssertClose(Run(Gpu), Run(Cpu), Numerics.Fp32Tolerance, $"{rows}x{cols} {path}, one rank");
+    }
+
+    /// <summary>
+    /// SwAV on several GPU ranks: threads, each with a CUDA backend of its own on one GPU (rank 0 this fixture's), as
+    /// SyncBatchNormGpuTests does; each rank's codes are its rows of the CPU twin's Sinkhorn over every rank's samples.
+    /// </summary>
+    [TestCase(2, 1, 3, 1)]
+    [TestCase(2, 37, 31, 3)]
+    [TestCase(3, 33, 300, 3)]
+    [TestCase(3, 5, 10, 5)]
+    [TestCase(2, 1000, 3001, 3)]
+    public void GpuRanksGetTheirRowsOfOneSinkhornOverAllSamples(int ranks, int rowsPerRank, int prototypes, int iterations)
+    {
+        var rows = ranks * rowsPerRank;
+        var scores = SinkhornReference.CosineScores(rows, prototypes, 16, seed: rows + prototypes);
+        var backends = new IBackend[ranks];
+        backends[0] = Gpu;
+        for (var r = 1; r < ranks; r++)
+        {
+            backends[r] = new CudaBackend();
+        }
+        try
+        {
+            foreach (var output in new[] { SinkhornOutput.Assignments, SinkhornOutput.Marginals })
+            {
+                var expected = Codes(Cpu, scores, rows, prototypes, iterations, output, null);
+                var actual = new float[ranks][];
+                using var threads = new ThreadRanks(ranks);
+                threads.Run(rank =>
+                {
+                    using var communicator = threads.Communicator(rank, backends[rank]);
+                    var own = scores.AsSpan(rank * rowsPerRank * prototypes, rowsPerRank * prototypes).ToArray();
+                    actual[rank] = Codes(backends[rank], own, rowsPerRank, prototypes, iterations, output, communicator);
+                });
+                for (var rank = 0; rank < ranks; rank++)
+                {
+                    var own = expected.AsSpan(rank * rowsPerRank * prototypes, rowsPerRank * prototypes);
+                    Numerics.AssertClose(actual[rank], own, Numerics.Fp32Tolerance, $"rank {rank} of {ranks}, {rowsPerRank}x{prototypes}, {output}");
+                }
+            }
+        }
+        finally
+        {
+            for (var r = 1; r < ranks; r++)
+            {
+                backends[r].Dispose();
+            }
+        }
+    }
+
+    private static float[] Codes(IBackend backend, float[] scores, int rows, int prototypes, int iterations, SinkhornOutput output, ICommunicator? communicator)
+    {
+        using var sinkhorn = new SinkhornKnopp(backend, Epsilon, iterations, output, communicator);
+        var shape = new TensorShape(rows, prototypes);
+        using var s = backend.Allocate(shape, "scores");
+        using var q = backend.Allocate(shape, "codes");
+        backend.CopyFromHost(scores, s);
+        sinkhorn.Compute(s, q);
+        // A second call reuses the collectives' buffers and gives the same codes.
+        sinkhorn.Compute(s, q);
+        return Numerics.ToArray(backend, q);
     }
 
     [Test]
