@@ -22,6 +22,13 @@
 //   gradient   the q-column term over the other rows, plus the anchor term, through the normalisation into dq.
 // Nothing uses atomics, so results are reproducible bit for bit; nothing holds a B x N matrix. The statistics are
 // reduced by nc_contrastive_stats (contrastive.cu).
+//
+// A shard (data-parallel, as CpuBackend.LabelMaskedInfoNce's): q, k and labels hold every rank's rows; this rank's
+// anchors are rows [rowOffset, rowOffset + anchorRows), numbered locally (0..anchorRows) in partial, weighted,
+// positives, anchor, rowStats and dq, globally (rowOffset + local) as rows of qn and as columns (self is column
+// rowOffset + local). Between combine and gradient the host all-gathers each anchor's (natural log-sum-exp as two
+// floats, positive count) that combine writes into rowState, and nc_masked_infonce_row_states turns every rank's into
+// rowSoftmax [B], which the gradient pass reads by column. Without a shard rowOffset is 0 and anchorRows is B.
 #include "common.cuh"
 
 #include <cmath>
@@ -83,11 +90,12 @@ struct Columns {
     }
 };
 
-// Row i (this warp's) over the columns [blockIdx.y * columnsPerSplit, + columnsPerSplit) of N. partial
-// [splits, B, kFields]; weighted and positives [splits, B, dim], or null without a gradient. running holds 2 * 32 K
+// Row i = rowOffset + local (this warp's) over the columns [blockIdx.y * columnsPerSplit, + columnsPerSplit) of N.
+// partial [splits, anchorRows, kFields]; weighted and positives [splits, anchorRows, dim], or null without a gradient. running holds 2 * 32 K
 // doubles per warp (dynamic shared memory) when there is a gradient.
 template <int K>
-__device__ __forceinline__ void sweep(int i, const Columns& columns, int count, int columnsPerSplit, float logitScale,
+__device__ __forceinline__ void sweep(int i, int local, int anchorRows, const Columns& columns, int count,
+                                      int columnsPerSplit, float logitScale,
                                       float* __restrict__ partial, float* __restrict__ weighted,
                                       float* __restrict__ positives, double* running) {
     const int warp = threadIdx.x / NC_WARP, lane = threadIdx.x % NC_WARP;
@@ -163,7 +171,7 @@ __device__ __forceinline__ void sweep(int i, const Columns& columns, int count, 
         }
     }
 
-    const int64_t slot = static_cast<int64_t>(blockIdx.y) * columns.batch + i;
+    const int64_t slot = static_cast<int64_t>(blockIdx.y) * anchorRows + local;
     if (lane == 0) {
         float* out = partial + slot * kFields;
         out[kMax] = runMax;
@@ -184,10 +192,11 @@ __device__ __forceinline__ void sweep(int i, const Columns& columns, int count, 
     }
 }
 
-// dq_j: the q-column term sum_{i != j} w_{i,j} qn_i (w from rowSoftmax[i] = (L2_i, 1/|P_i|)), plus row j's anchor term, times
-// gradFactor = gradScale / (B tau), through the normalisation. running holds 32 K doubles per warp.
+// dq_j: the q-column term sum_{i != j} w_{i,j} qn_i (w from rowSoftmax[i] = (L2_i, 1/|P_i|), every row of the batch,
+// read by column), plus row j's anchor term, times gradFactor = gradScale / (anchorRows tau), through the normalisation.
+// j = rowOffset + local is the global row; anchor and dq are indexed by local. running holds 32 K doubles per warp.
 template <int K>
-__device__ __forceinline__ void gradient(int j, const float* __restrict__ qn, const float* __restrict__ labels, int batch,
+__device__ __forceinline__ void gradient(int j, int local, const float* __restrict__ qn, const float* __restrict__ labels, int batch,
                                          int dim, const float* __restrict__ invNorm, const float2* __restrict__ rowSoftmax,
                                          const float* __restrict__ anchor,
                                          float logitScale, float gradFactor, float* __restrict__ dq, double* running) {
@@ -222,14 +231,14 @@ __device__ __forceinline__ void gradient(int j, const float* __restrict__ qn, co
 #pragma unroll
     for (int k = 0; k < K; ++k) {
         const int f = lane + k * NC_WARP;
-        g[k] = f < dim ? static_cast<float>(gradFactor * (anchor[static_cast<int64_t>(j) * dim + f] + total[f])) : 0.f;
+        g[k] = f < dim ? static_cast<float>(gradFactor * (anchor[static_cast<int64_t>(local) * dim + f] + total[f])) : 0.f;
     }
     const float dot = warp_dot(qj, g);
     const float inv = invNorm[j];
 #pragma unroll
     for (int k = 0; k < K; ++k) {
         const int f = lane + k * NC_WARP;
-        if (f < dim) dq[static_cast<int64_t>(j) * dim + f] = (g[k] - qj[k] * dot) * inv;
+        if (f < dim) dq[static_cast<int64_t>(local) * dim + f] = (g[k] - qj[k] * dot) * inv;
     }
 }
 
@@ -268,29 +277,30 @@ extern "C" __global__ void nc_masked_infonce_normalize(const float* q, const flo
 #define NC_MASKED_INFONCE(K, D)                                                                                      \
     extern "C" __global__ void __launch_bounds__(nc_masked_infonce::kThreads)                                         \
         nc_masked_infonce_sweep_d##D(const float* qn, const float* kn, const float* queue, const float* labels,      \
-                                     const float* queueLabels, int batch, int dim, int queueLength,                   \
-                                     int columnsPerSplit, float logitScale, float* partial, float* weighted,          \
-                                     float* positives) {                                                              \
+                                     const float* queueLabels, int batch, int dim, int queueLength, int rowOffset,    \
+                                     int anchorRows, int columnsPerSplit, float logitScale, float* partial,           \
+                                     float* weighted, float* positives) {                                             \
         if (columnsPerSplit <= 0) return;                                                                             \
         extern __shared__ double maskedInfoNceRunning[];                                                              \
         if (weighted != nullptr) nc_masked_infonce::check_shared(nc_masked_infonce::kWarps * 2 * (K) * NC_WARP * 8);  \
-        const int i = blockIdx.x * nc_masked_infonce::kWarps + threadIdx.x / NC_WARP;                                 \
-        if (i >= batch) return;                                                                                       \
+        const int local = blockIdx.x * nc_masked_infonce::kWarps + threadIdx.x / NC_WARP;                             \
+        if (local >= anchorRows) return;                                                                              \
         const nc_masked_infonce::Columns columns{qn, kn, queue, labels, queueLabels, batch, dim};                     \
-        nc_masked_infonce::sweep<K>(i, columns, 2 * batch + queueLength, columnsPerSplit, logitScale, partial,        \
-                                    weighted, positives, maskedInfoNceRunning);                                       \
+        nc_masked_infonce::sweep<K>(rowOffset + local, local, anchorRows, columns, 2 * batch + queueLength,           \
+                                    columnsPerSplit, logitScale, partial, weighted, positives, maskedInfoNceRunning); \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(nc_masked_infonce::kThreads)                                         \
-        nc_masked_infonce_gradient_d##D(const float* qn, const float* labels, int batch, int dim,                    \
-                                        const float* invNorm, const float* rowSoftmax, const float* anchor,           \
-                                        float logitScale, float gradFactor, float* dq) {                              \
+        nc_masked_infonce_gradient_d##D(const float* qn, const float* labels, int batch, int dim, int rowOffset,     \
+                                        int anchorRows, const float* invNorm, const float* rowSoftmax,                \
+                                        const float* anchor, float logitScale, float gradFactor, float* dq) {         \
         if (batch <= 0) return;                                                                                       \
         extern __shared__ double maskedInfoNceRunning[];                                                              \
         nc_masked_infonce::check_shared(nc_masked_infonce::kWarps * (K) * NC_WARP * 8);                               \
-        const int j = blockIdx.x * nc_masked_infonce::kWarps + threadIdx.x / NC_WARP;                                 \
-        if (j >= batch) return;                                                                                       \
-        nc_masked_infonce::gradient<K>(j, qn, labels, batch, dim, invNorm, reinterpret_cast<const float2*>(rowSoftmax), \
-                                       anchor, logitScale, gradFactor, dq, maskedInfoNceRunning);                     \
+        const int local = blockIdx.x * nc_masked_infonce::kWarps + threadIdx.x / NC_WARP;                             \
+        if (local >= anchorRows) return;                                                                              \
+        nc_masked_infonce::gradient<K>(rowOffset + local, local, qn, labels, batch, dim, invNorm,                     \
+                                       reinterpret_cast<const float2*>(rowSoftmax), anchor, logitScale, gradFactor,   \
+                                       dq, maskedInfoNceRunning);                                                     \
     }
 
 NC_MASKED_INFONCE(1, 32)
@@ -302,23 +312,27 @@ NC_MASKED_INFONCE(32, 1024)
 
 #undef NC_MASKED_INFONCE
 
-// Merges the sweep's splits in order, one warp per row: rowStats = [loss_i | cos(qn_i, kn_i) | hit_i] (B each),
-// rowSoftmax[i] = (L2_i, 1/|P_i|) ((+inf, 0) without positives, float2), and, when anchor is not null, the
-// anchor term anchor_i = sum_s 2^(max_s - L2_i) W_s - (1/|P_i|) sum_s V_s (0 without positives).
+// Merges the sweep's splits in order, one warp per anchor (local row i, global row rowOffset + i): rowStats =
+// [loss_i | cos(qn_i, kn_i) | hit_i] (anchorRows each), rowSoftmax[i] = (L2_i, 1/|P_i|) ((+inf, 0) without positives,
+// float2), and, when anchor is not null, the anchor term anchor_i = sum_s 2^(max_s - L2_i) W_s - (1/|P_i|) sum_s V_s
+// (0 without positives). When rowState is not null (a shard with a gradient) it also receives the row's state as the
+// CPU twin sends it: (natural log-sum-exp rounded to fp32, the remainder (0 for +inf), |P_i| as a float).
 extern "C" __global__ void nc_masked_infonce_combine(const float* qn, const float* kn, int batch, int dim,
-                                                     const float* partial, const float* weighted,
-                                                     const float* positives, int splits, float logitScale,
-                                                     float* anchor, float* rowSoftmax, float* rowStats) {
+                                                     int rowOffset, int anchorRows, const float* partial,
+                                                     const float* weighted, const float* positives, int splits,
+                                                     float logitScale, float* anchor, float* rowSoftmax,
+                                                     float* rowStats, float* rowState) {
     using namespace nc_masked_infonce;
-    if (batch <= 0) return;
+    if (anchorRows <= 0) return;
     const int64_t i = nc::global_index() / NC_WARP;
-    if (i >= batch) return;
+    if (i >= anchorRows) return;
+    const int64_t row = rowOffset + i;
     const int lane = threadIdx.x % NC_WARP;
     float rowMax = -INFINITY, bestPositive = -INFINITY, bestNegative = -INFINITY;
-    for (int s = 0; s < splits; ++s) rowMax = fmaxf(rowMax, partial[(s * static_cast<int64_t>(batch) + i) * kFields + kMax]);
+    for (int s = 0; s < splits; ++s) rowMax = fmaxf(rowMax, partial[(s * static_cast<int64_t>(anchorRows) + i) * kFields + kMax]);
     double sum = 0.0, positiveSum = 0.0, count = 0.0;
     for (int s = 0; s < splits; ++s) {
-        const float* part = partial + (s * static_cast<int64_t>(batch) + i) * kFields;
+        const float* part = partial + (s * static_cast<int64_t>(anchorRows) + i) * kFields;
         if (part[kMax] != -INFINITY) sum += part[kSum] * static_cast<double>(exp2f(part[kMax] - rowMax));
         positiveSum += part[kPositiveSum];
         count += part[kPositiveCount];
@@ -328,26 +342,47 @@ extern "C" __global__ void nc_masked_infonce_combine(const float* qn, const floa
     const double lse = rowMax + log2(sum);
     const bool anchored = count > 0.0;
     float cosine = 0.f;
-    for (int f = lane; f < dim; f += NC_WARP) cosine = fmaf(qn[i * dim + f], kn[i * dim + f], cosine);
+    for (int f = lane; f < dim; f += NC_WARP) cosine = fmaf(qn[row * dim + f], kn[row * dim + f], cosine);
     cosine = nc::warp_sum(cosine);
     if (lane == 0) {
         rowStats[i] = anchored ? static_cast<float>((lse - positiveSum / count * logitScale) * kLn2) : 0.f;
-        rowStats[batch + i] = cosine;
-        rowStats[2 * static_cast<int64_t>(batch) + i] = anchored && bestPositive >= bestNegative ? 1.f : 0.f;
+        rowStats[anchorRows + i] = cosine;
+        rowStats[2 * static_cast<int64_t>(anchorRows) + i] = anchored && bestPositive >= bestNegative ? 1.f : 0.f;
         reinterpret_cast<float2*>(rowSoftmax)[i] =
             anchored ? make_float2(static_cast<float>(lse), static_cast<float>(1.0 / count)) : make_float2(INFINITY, 0.f);
+        if (rowState != nullptr) {
+            const double natural = lse * kLn2;
+            const float high = anchored ? static_cast<float>(natural) : INFINITY;
+            rowState[3 * i] = high;
+            rowState[3 * i + 1] = anchored ? static_cast<float>(natural - high) : 0.f;
+            rowState[3 * i + 2] = anchored ? static_cast<float>(count) : 0.f;
+        }
     }
     if (anchor == nullptr) return;
     for (int f = lane; f < dim; f += NC_WARP) {
         double w = 0.0, v = 0.0;
         for (int s = 0; s < splits; ++s) {
-            const int64_t slot = s * static_cast<int64_t>(batch) + i;
+            const int64_t slot = s * static_cast<int64_t>(anchorRows) + i;
             const float partMax = partial[slot * kFields + kMax];
             if (partMax != -INFINITY) w += weighted[slot * dim + f] * exp2(partMax - lse);
             v += positives[slot * dim + f];
         }
         anchor[i * dim + f] = anchored ? static_cast<float>(w - v / count) : 0.f;
     }
+}
+
+// rowSoftmax[r] = (L2_r, 1/|P_r|) of every row r < rows of the batch from the all-gathered row states (3 floats each,
+// as combine writes them): L2 = (high + remainder) / ln2 in fp64, (+inf, 0) for a row without positives.
+extern "C" __global__ void nc_masked_infonce_row_states(const float* allRowStates, int rows, float* rowSoftmax) {
+    using namespace nc_masked_infonce;
+    if (rows <= 0) return;
+    const int64_t r = nc::global_index();
+    if (r >= rows) return;
+    const float count = allRowStates[3 * r + 2];
+    const double natural = static_cast<double>(allRowStates[3 * r]) + allRowStates[3 * r + 1];
+    reinterpret_cast<float2*>(rowSoftmax)[r] = count > 0.f
+        ? make_float2(static_cast<float>(natural / kLn2), static_cast<float>(1.0 / count))
+        : make_float2(INFINITY, 0.f);
 }
 
 // queueLabels[(position + r) mod capacity] = labels[r] for r < count (the host passes count <= capacity, so no two

@@ -29,12 +29,11 @@ public sealed partial class CudaBackend
 
     public unsafe void LabelMaskedInfoNce(Tensor q, Tensor k, Tensor labels, KeyQueue? queue, Tensor? queueLabels, float temperature, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f, LabelMaskedShard? shard = null)
     {
-        if (shard is not null)
-        {
-            throw new NotSupportedException("the label-masked InfoNCE over a batch spread across ranks (PiCO on several ranks) runs on the CPU backend only so far");
-        }
         var keyQueue = queue is null ? null : Own(queue);
-        var (batch, dim, queueLength) = ContrastiveCheck.LabelMaskedInfoNce(q, k, labels, queue, queueLabels, temperature, dq);
+        var (batch, dim, queueLength) = ContrastiveCheck.LabelMaskedInfoNce(q, k, labels, queue, queueLabels, temperature, dq, shard);
+        // A shard's anchors are rows [rowOffset, rowOffset + anchorRows) of the gathered batch (every row without one);
+        // the plan is the whole batch's (the workspace is sized for it), so a shard uses a part of each section.
+        int rowOffset = shard?.Offset ?? 0, anchorRows = shard?.Rows ?? batch;
         var plan = PlanMaskedInfoNce(batch, dim, queueLength);
         ContrastiveCheck.Workspace(workspace, plan.Length);
         ContrastiveCheck.Stats(stats);
@@ -50,26 +49,38 @@ public sealed partial class CudaBackend
         ulong qPointer = q.DevicePointer(), kPointer = k.DevicePointer(), labelPointer = labels.DevicePointer();
         ulong keys = keyQueue?.Keys.DevicePointer() ?? 0UL, queueLabelPointer = queueLabels?.DevicePointer() ?? 0UL;
 
+        ulong rowState = shard is not null && withGradient ? shard.RowState.DevicePointer() : 0UL;
+        ulong allRowStates = shard is not null && withGradient ? shard.AllRowStates.DevicePointer() : 0UL;
+
         void** normalize = stackalloc void*[] { &qPointer, &kPointer, &batch, &dim, &qn, &kn, &invNorm };
         Kernel("nc_masked_infonce_normalize").Launch(Grid(2L * batch * 32, WarpRowsThreads), WarpRowsThreads, 0, Stream, normalize);
 
         int splits = plan.Splits, columnsPerSplit = plan.ColumnsPerSplit;
         var logitScale = LogitScale(temperature);
-        void** sweep = stackalloc void*[] { &qn, &kn, &keys, &labelPointer, &queueLabelPointer, &batch, &dim, &queueLength, &columnsPerSplit, &logitScale, &partial, &weighted, &positives };
+        void** sweep = stackalloc void*[] { &qn, &kn, &keys, &labelPointer, &queueLabelPointer, &batch, &dim, &queueLength, &rowOffset, &anchorRows, &columnsPerSplit, &logitScale, &partial, &weighted, &positives };
         var sweepShared = withGradient ? MaskedInfoNceSweepSharedBytes(plan.Width) : 0;
-        Kernel($"nc_masked_infonce_sweep_d{plan.Width}").Launch(new Dim3(Blocks(batch, MaskedInfoNceWarps), (uint)splits), MaskedInfoNceWarps * 32, sweepShared, Stream, sweep);
+        Kernel($"nc_masked_infonce_sweep_d{plan.Width}").Launch(new Dim3(Blocks(anchorRows, MaskedInfoNceWarps), (uint)splits), MaskedInfoNceWarps * 32, sweepShared, Stream, sweep);
 
-        void** combine = stackalloc void*[] { &qn, &kn, &batch, &dim, &partial, &weighted, &positives, &splits, &logitScale, &anchor, &rowSoftmax, &rowStats };
-        Kernel("nc_masked_infonce_combine").Launch(Grid(batch * 32L, WarpRowsThreads), WarpRowsThreads, 0, Stream, combine);
+        void** combine = stackalloc void*[] { &qn, &kn, &batch, &dim, &rowOffset, &anchorRows, &partial, &weighted, &positives, &splits, &logitScale, &anchor, &rowSoftmax, &rowStats, &rowState };
+        Kernel("nc_masked_infonce_combine").Launch(Grid(anchorRows * 32L, WarpRowsThreads), WarpRowsThreads, 0, Stream, combine);
 
         if (withGradient)
         {
+            if (shard is not null)
+            {
+                // As the CPU twin: every rank's anchors' (log-sum-exp, |P|) in rank order, then rowSoftmax [batch] from
+                // them, which the gradient pass reads by column (this shard's rows come back through the gather too).
+                shard.GatherAcrossRanks(shard.RowState, shard.AllRowStates);
+                Context.MakeCurrent();
+                void** states = stackalloc void*[] { &allRowStates, &batch, &rowSoftmax };
+                Kernel("nc_masked_infonce_row_states").Launch(Grid(batch, 256), 256, 0, Stream, states);
+            }
             ulong dqPointer = dq!.DevicePointer();
-            var gradFactor = gradScale / (batch * temperature);
-            void** gradient = stackalloc void*[] { &qn, &labelPointer, &batch, &dim, &invNorm, &rowSoftmax, &anchor, &logitScale, &gradFactor, &dqPointer };
-            Kernel($"nc_masked_infonce_gradient_d{plan.Width}").Launch(new Dim3(Blocks(batch, MaskedInfoNceWarps)), MaskedInfoNceWarps * 32, MaskedInfoNceGradientSharedBytes(plan.Width), Stream, gradient);
+            var gradFactor = gradScale / (anchorRows * temperature);
+            void** gradient = stackalloc void*[] { &qn, &labelPointer, &batch, &dim, &rowOffset, &anchorRows, &invNorm, &rowSoftmax, &anchor, &logitScale, &gradFactor, &dqPointer };
+            Kernel($"nc_masked_infonce_gradient_d{plan.Width}").Launch(new Dim3(Blocks(anchorRows, MaskedInfoNceWarps)), MaskedInfoNceWarps * 32, MaskedInfoNceGradientSharedBytes(plan.Width), Stream, gradient);
         }
-        LaunchStats(rowStats, batch, stats.DevicePointer());
+        LaunchStats(rowStats, anchorRows, stats.DevicePointer());
     }
 
     public unsafe void EnqueueLabeledKeys(KeyQueue queue, Tensor queueLabels, Tensor keys, Tensor labels)

@@ -1,6 +1,7 @@
 namespace NativeContrast.Tests.Losses;
 
 using NativeContrast.Backends;
+using NativeContrast.Distributed;
 using NativeContrast.Losses;
 using NativeContrast.Tensors;
 using NativeContrast.Tests.Support;
@@ -126,19 +127,96 @@ public class LabelMaskedInfoNceGpuTests : GpuTestBase
         Assert.That(() => Gpu.LabelMaskedInfoNce(q, q, labels, null, null, 0.1f, workspace, stats, null), Throws.ArgumentException.With.Message.Contains("workspace [64]"));
     }
 
-    /// <summary>PiCO on several ranks runs on the CPU twin only so far: the kernels say so rather than compute a shard wrongly.</summary>
-    [Test]
-    public void AShardOfABatchSpreadAcrossRanksIsRefusedNamingTheCpuTwin()
+    /// <summary>
+    /// PiCO on several ranks: each of 2-3 thread ranks (a CUDA backend each, as SinkhornGpuTests does) runs the shard
+    /// path over the gathered batch, its anchors' row states all-gathered between the passes, and gets the statistics
+    /// and dq [rows, dim] of the CPU twin's shard path on the same ranks: row counts that leave warps idle, no queue,
+    /// queues past a chunk, every kernel width up to 1024.
+    /// </summary>
+    [TestCase(2, 1, 7, 0, 0.07f, 3)]
+    [TestCase(3, 5, 33, 70, 0.2f, 3)]
+    [TestCase(2, 13, 128, 300, 0.07f, 5)]
+    [TestCase(3, 37, 1000, 5, 0.2f, 3)]
+    [TestCase(2, 129, 64, 4097, 0.1f, 10)]
+    public void ShardsOnGpuRanksMatchTheCpuTwinsShards(int ranks, int rows, int dim, int queueLength, float tau, int classes)
     {
-        using var q = Gpu.Allocate(new TensorShape(4, 8), "q");
-        using var labels = Gpu.Allocate(new TensorShape(4), "labels");
-        using var stats = Gpu.Allocate(new TensorShape(3), "stats");
-        using var workspace = Gpu.Allocate(new TensorShape(checked((int)Math.Max(1, Gpu.LabelMaskedInfoNceWorkspaceLength(4, 8, 0)))), "workspace");
-        using var dq = Gpu.Allocate(new TensorShape(2, 8), "dq");
-        using var rowState = Gpu.Allocate(new TensorShape(6), "row states");
-        using var allRowStates = Gpu.Allocate(new TensorShape(12), "all row states");
-        var shard = new LabelMaskedShard(2, 2, rowState, allRowStates, (_, _) => { });
-        Assert.That(() => Gpu.LabelMaskedInfoNce(q, q, labels, null, null, 0.1f, workspace, stats, dq, 1f, shard), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("CPU backend"));
+        var batch = ranks * rows;
+        var seed = (batch * 17) + (dim * 5) + queueLength;
+        var (q, k, keys) = LabelMaskedInfoNceCpuTests.Inputs(batch, dim, queueLength, seed);
+        var (labels, queueLabels) = LabelMaskedInfoNceCpuTests.Labels(batch, queueLength, classes, seed);
+
+        var backends = new IBackend[ranks];
+        backends[0] = Gpu;
+        for (var r = 1; r < ranks; r++)
+        {
+            backends[r] = new CudaBackend();
+        }
+        try
+        {
+            var cpu = new (float[] Stats, float[] Dq, float[] Keys)[ranks];
+            var gpu = new (float[] Stats, float[] Dq, float[] Keys)[ranks];
+            foreach (var (results, onGpu) in new[] { (cpu, false), (gpu, true) })
+            {
+                using var threads = new ThreadRanks(ranks);
+                threads.Run(rank =>
+                {
+                    var backend = onGpu ? backends[rank] : Cpu;
+                    using var communicator = threads.Communicator(rank, backend);
+                    results[rank] = ShardStep(backend, communicator, rank, rows, q, k, labels, keys, queueLabels, batch, dim, queueLength, tau);
+                });
+            }
+
+            var margins = TopMargins(q, k, cpu[0].Keys, labels, queueLabels, batch, dim, queueLength);
+            for (var rank = 0; rank < ranks; rank++)
+            {
+                var what = $"rank {rank} of {ranks}, {rows} rows each";
+                var (expected, actual) = (cpu[rank].Stats, gpu[rank].Stats);
+                Assert.That(actual[0], Is.EqualTo(expected[0]).Within(Numerics.Fp32Tolerance * Math.Max(1, Math.Abs(expected[0]))), $"{what}: loss");
+                Assert.That(actual[1], Is.EqualTo(expected[1]).Within(Numerics.Fp32Tolerance), $"{what}: mean cosine of q_i and k_i");
+                var flips = margins.Skip(rank * rows).Take(rows).Count(m => Math.Abs(m) < TieMargin);
+                Assert.That(Math.Abs(actual[2] - expected[2]) * rows, Is.LessThanOrEqualTo(flips + 1e-3), $"{what}: top-1 beyond near-ties");
+                Numerics.AssertClose(gpu[rank].Dq, cpu[rank].Dq, Numerics.Fp32Tolerance, $"{what}: dq");
+            }
+        }
+        finally
+        {
+            for (var r = 1; r < ranks; r++)
+            {
+                backends[r].Dispose();
+            }
+        }
+    }
+
+    /// <summary>One rank's direct shard call over the whole (already gathered) batch: statistics, dq, the stored queue.</summary>
+    private static (float[] Stats, float[] Dq, float[] Keys) ShardStep(IBackend backend, ICommunicator communicator, int rank, int rows, float[] q, float[] k, float[] labels, float[] keys, float[] queueLabels, int batch, int dim, int queueLength, float tau)
+    {
+        using var qt = Upload(backend, q, new TensorShape(batch, dim));
+        using var kt = Upload(backend, k, new TensorShape(batch, dim));
+        using var lt = Upload(backend, labels, new TensorShape(batch));
+        using var queue = queueLength > 0 ? backend.CreateKeyQueue(queueLength, dim) : null;
+        using var queueLabelTensor = queueLength > 0 ? backend.Allocate(new TensorShape(queueLength), "queue labels") : null;
+        if (queue is not null)
+        {
+            using var keyTensor = Upload(backend, keys, new TensorShape(queueLength, dim));
+            using var labelTensor = Upload(backend, queueLabels, new TensorShape(queueLength));
+            backend.EnqueueLabeledKeys(queue, queueLabelTensor!, keyTensor, labelTensor);
+        }
+        using var workspace = backend.Allocate(new TensorShape(checked((int)Math.Max(1, backend.LabelMaskedInfoNceWorkspaceLength(batch, dim, queueLength)))), "workspace");
+        using var stats = backend.Allocate(new TensorShape(ContrastiveCheck.StatsLength), "stats");
+        using var dq = backend.Allocate(new TensorShape(rows, dim), "dq");
+        backend.Fill(dq, float.NaN);  // every element must be written
+        using var rowState = backend.Allocate(new TensorShape(LabelMaskedShard.FloatsPerRow * rows), "row states");
+        using var allRowStates = backend.Allocate(new TensorShape(LabelMaskedShard.FloatsPerRow * batch), "all row states");
+        var shard = new LabelMaskedShard(rank * rows, rows, rowState, allRowStates, communicator.AllGather);
+        backend.LabelMaskedInfoNce(qt, kt, lt, queue, queueLabelTensor, tau, workspace, stats, dq, 0.5f, shard);
+        return (Numerics.ToArray(backend, stats), Numerics.ToArray(backend, dq), queue is null ? [] : Numerics.ToArray(backend, queue.Keys));
+    }
+
+    private static Tensor Upload(IBackend backend, float[] values, TensorShape shape)
+    {
+        var t = backend.Allocate(shape);
+        backend.CopyFromHost(values, t);
+        return t;
     }
 
     private Tensor Upload(float[] values, TensorShape shape)
