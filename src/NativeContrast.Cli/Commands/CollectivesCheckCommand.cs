@@ -3,7 +3,6 @@ namespace NativeContrast.Cli.Commands;
 using System.CommandLine;
 using System.Text;
 using NativeContrast.Backends;
-using NativeContrast.Cuda;
 using NativeContrast.Distributed;
 using NativeContrast.Tensors;
 
@@ -58,14 +57,9 @@ public static class CollectivesCheckCommand
     private static int Run(string device, int[] sizes, int? failRank, string failMode, TextWriter output, TextWriter error)
     {
         var launch = LaunchEnvironment.Read();
-        IBackend backend;
-        try
+        // The same choice as train's: the local rank's GPU, refused with the reason when the node has too few.
+        if (DeviceOption.Open(device, launch, error) is not { Backend: var backend })
         {
-            backend = device == "cuda" ? new CudaBackend(launch.LocalRank) : new CpuBackend();
-        }
-        catch (CudaUnavailableException e)
-        {
-            error.WriteLine($"error: --device cuda (GPU {launch.LocalRank}, the local rank): {e.Message}");
             return Program.Failure;
         }
         using (backend)

@@ -29,6 +29,12 @@ public sealed class KeyShuffle : IDisposable
     private readonly Tensor _shard;
     private readonly Tensor _shuffledKeys;
 
+    // Row views made once, so that a step allocates nothing: [global image], [shard row], [permuted key], [global key].
+    private readonly Tensor[] _allImageRows;
+    private readonly Tensor[] _shardRows;
+    private readonly Tensor[] _shuffledKeyRows;
+    private readonly Tensor[] _globalKeyRows;
+
     /// <param name="images">This rank's key images [n, S, S, C].</param>
     /// <param name="dim">Width of a key.</param>
     /// <param name="seed">The run's seed: every rank draws the same permutation from it and the step.</param>
@@ -46,6 +52,10 @@ public sealed class KeyShuffle : IDisposable
         _shard = backend.AllocateImages(images, "shuffle-bn shard");
         _shuffledKeys = backend.Allocate(new TensorShape(all, dim), "shuffle-bn gathered keys");
         GlobalKeys = backend.Allocate(new TensorShape(all, dim), "shuffle-bn keys in global order");
+        _allImageRows = RowViews(_allImages);
+        _shardRows = RowViews(_shard);
+        _shuffledKeyRows = RowViews(_shuffledKeys);
+        _globalKeyRows = RowViews(GlobalKeys);
     }
 
     /// <summary>Key images per rank.</summary>
@@ -65,7 +75,7 @@ public sealed class KeyShuffle : IDisposable
         var first = _ranks.Rank * Rows;
         for (var j = 0; j < Rows; j++)
         {
-            _backend.Copy(_allImages.SliceRows(_permutation[first + j], 1), _shard.SliceRows(j, 1));
+            _backend.Copy(_allImageRows[_permutation[first + j]], _shardRows[j]);
         }
         return _shard;
     }
@@ -76,7 +86,7 @@ public sealed class KeyShuffle : IDisposable
         _ranks.AllGather(shardKeys, _shuffledKeys);
         for (var j = 0; j < _permutation.Length; j++)
         {
-            _backend.Copy(_shuffledKeys.SliceRows(j, 1), GlobalKeys.SliceRows(_permutation[j], 1));
+            _backend.Copy(_shuffledKeyRows[j], _globalKeyRows[_permutation[j]]);
         }
     }
 
@@ -86,6 +96,16 @@ public sealed class KeyShuffle : IDisposable
         _shard.Dispose();
         _shuffledKeys.Dispose();
         GlobalKeys.Dispose();
+    }
+
+    private static Tensor[] RowViews(Tensor tensor)
+    {
+        var rows = new Tensor[tensor.Shape[0]];
+        for (var i = 0; i < rows.Length; i++)
+        {
+            rows[i] = tensor.SliceRows(i, 1);
+        }
+        return rows;
     }
 
     /// <summary>Fisher-Yates from a Philox stream of (seed, step): every rank draws the same permutation without talking.</summary>

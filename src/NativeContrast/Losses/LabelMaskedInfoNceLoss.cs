@@ -8,13 +8,14 @@ using NativeContrast.Tensors;
 /// PiCO's contrastive term: InfoNCE whose positives are every column sharing the query's (pseudo-)label, over the
 /// columns [q | k | queue] (see <see cref="IBackend.LabelMaskedInfoNce"/> for the definition and its gradient). The
 /// loss owns the queue of keys, their labels (−1 for slots never written, which are never positives), its workspace
-/// and its statistics. A step is <see cref="Compute"/> then <see cref="Enqueue"/> of the keys with their labels, as in
-/// PiCO. With queueLength 0 there is no queue (supervised contrast over the batch's two views).
+/// and its statistics. A step is <see cref="Compute"/> then <see cref="EnqueueComputed"/> (or, after a step on another
+/// loss, <see cref="Enqueue"/>) of the keys with their labels, as in PiCO. With queueLength 0 there is no queue (supervised contrast over the batch's two views).
 /// <para>
 /// Data-parallel (a communicator of several ranks): <see cref="Compute"/> all-gathers q, k and the labels and runs this
 /// rank's rows against every rank's columns (<see cref="LabelMaskedShard"/>), so that the ranks' mean gradient is that
 /// of one process over the global batch; <see cref="Enqueue"/> all-gathers the keys and labels and enqueues every
-/// rank's in rank order, so every rank's queue is that process's.
+/// rank's in rank order, so every rank's queue is that process's; <see cref="EnqueueComputed"/> enqueues what Compute
+/// gathered, with no collective.
 /// </para>
 /// </summary>
 public sealed class LabelMaskedInfoNceLoss : IDisposable
@@ -27,6 +28,9 @@ public sealed class LabelMaskedInfoNceLoss : IDisposable
     private readonly Tensor? _allKeys;
     private readonly Tensor? _allLabels;
     private float _temperature;
+
+    // The keys and labels of the last Compute (gathered, when data-parallel) until EnqueueComputed takes them.
+    private (Tensor Keys, Tensor Labels)? _computed;
 
     /// <param name="batch">This rank's queries.</param>
     /// <param name="communicator">The ranks sharing the batch; null or one rank: this batch alone.</param>
@@ -130,12 +134,32 @@ public sealed class LabelMaskedInfoNceLoss : IDisposable
         if (_ranks is null || _shard is null)
         {
             _backend.LabelMaskedInfoNce(q, k, labels, Queue, QueueLabels, Temperature, _workspace, Stats, dq, gradScale);
+            _computed = (k, labels);
             return;
         }
         _ranks.AllGather(q, _allQueries!);
         _ranks.AllGather(k, _allKeys!);
         _ranks.AllGather(labels, _allLabels!);
         _backend.LabelMaskedInfoNce(_allQueries!, _allKeys!, _allLabels!, Queue, QueueLabels, Temperature, _workspace, Stats, dq, gradScale, _shard);
+        _computed = (_allKeys!, _allLabels!);
+    }
+
+    /// <summary>
+    /// <see cref="Enqueue"/> of the keys and labels the last <see cref="Compute"/> read, which must not have changed
+    /// since; data-parallel, every rank's as Compute gathered them, so this moves nothing between ranks.
+    /// </summary>
+    public void EnqueueComputed()
+    {
+        if (Queue is null)
+        {
+            throw new InvalidOperationException("this loss has no queue (queueLength 0)");
+        }
+        if (_computed is not { } computed)
+        {
+            throw new InvalidOperationException("EnqueueComputed needs a Compute since the last enqueue");
+        }
+        _computed = null;
+        _backend.EnqueueLabeledKeys(Queue, QueueLabels!, computed.Keys, computed.Labels);
     }
 
     /// <summary>Pushes the keys (normalised) and their labels over the oldest entries of the queue, at the same rows.</summary>
@@ -145,6 +169,7 @@ public sealed class LabelMaskedInfoNceLoss : IDisposable
         {
             throw new InvalidOperationException("this loss has no queue (queueLength 0)");
         }
+        _computed = null;
         if (_ranks is null)
         {
             _backend.EnqueueLabeledKeys(Queue, QueueLabels!, keys, labels);

@@ -27,6 +27,10 @@ public sealed class NtXentLoss : IDisposable
     private readonly NtXentShard? _shard;
     private readonly Tensor? _gathered;
     private readonly Tensor? _ownLogSumExps;
+
+    // Per precision, the workspace's log-sum-exps of every gathered row and this rank's slice of them: views made on
+    // the first step in that precision, so that later steps allocate nothing.
+    private readonly Dictionary<MatmulPrecision, (Tensor All, Tensor Own)> _logSumExps = [];
     private MatmulPrecision? _forwardPrecision;
     private float _temperature;
 
@@ -104,9 +108,14 @@ public sealed class NtXentLoss : IDisposable
         {
             _ranks.AllGather(z, _gathered);
             _backend.NtXentForward(_gathered, Temperature, Precision, _workspace, Stats, shard);
-            var logSumExps = _backend.NtXentLogSumExps(_workspace, _gathered.Rows, Dim, Precision);
-            _backend.Copy(logSumExps.View(shard.Offset, new TensorShape(shard.Rows)), _ownLogSumExps);
-            _ranks.AllGather(_ownLogSumExps, logSumExps);
+            if (!_logSumExps.TryGetValue(Precision, out var logSumExps))
+            {
+                var all = _backend.NtXentLogSumExps(_workspace, _gathered.Rows, Dim, Precision);
+                logSumExps = (all, all.View(shard.Offset, new TensorShape(shard.Rows)));
+                _logSumExps.Add(Precision, logSumExps);
+            }
+            _backend.Copy(logSumExps.Own, _ownLogSumExps);
+            _ranks.AllGather(_ownLogSumExps, logSumExps.All);
         }
         _forwardPrecision = Precision;
     }

@@ -295,13 +295,15 @@ public sealed class Pico(PicoOptions? options = null) : Method
         if (disambiguate)
         {
             _loss.Compute(q, k, _pseudoLabels!, _embeddingGradient!, Options.LossWeight);
+            // Compute gathered these keys and labels already.
+            _loss.EnqueueComputed();
         }
         else
         {
             // The warm-up: MoCo's InfoNCE of each query against its key and the same queue.
             backend.InfoNce(q, k, Queue, Options.Temperature, MatmulPrecision.Fp32, _moCoWorkspace!, _loss.Stats, _embeddingGradient, Options.LossWeight);
+            _loss.Enqueue(k, _pseudoLabels!);
         }
-        _loss.Enqueue(k, _pseudoLabels!);
 
         // ∂/∂logits of −Σ_c t_c log softmax_c, averaged over the batch: (softmax − t) / n.
         backend.SoftmaxRows(logits, _logitGradient!);

@@ -92,42 +92,13 @@ public class MpiMethodsTests
         var two = Path.Combine(_folder, "two");
         var one = Path.Combine(_folder, "one");
         var job = MpiJob.Run(_mpirun, 2, [], Tiny(method, 8, two, options));
-        var single = RunInProcess(Tiny(method, 16, one, options));
+        var single = MpiJob.RunInProcess(Tiny(method, 16, one, options));
 
         Assert.That(job.ExitCode, Is.Zero, job.Log);
         Assert.That(single.Code, Is.EqualTo(Program.Success), single.Error + single.Output);
         Assert.That(job.Stdout, Does.Contain("batch 16 (2 ranks × 8, SyncBN)"), job.Log);
 
-        var (twoSteps, _) = MetricsLog.Read(Path.Combine(two, MetricsLog.FileName));
-        var (oneSteps, _) = MetricsLog.Read(Path.Combine(one, MetricsLog.FileName));
-        Assert.That(twoSteps.Select(s => s.Step), Is.EqualTo(new long[] { 0, 1 }), "rank 0's steps only, each over the global batch");
-        Assert.That(oneSteps.Select(s => s.Step), Is.EqualTo(new long[] { 0, 1 }));
-        for (var s = 0; s < 2; s++)
-        {
-            Assert.That(twoSteps[s].Loss, Is.EqualTo(oneSteps[s].Loss).Within(Numerics.Fp32Tolerance * Math.Abs(oneSteps[s].Loss)), $"step {s}: the global batch's loss");
-        }
-
-        using var twoCheckpoint = SafetensorsFile.Open(Path.Combine(two, Trainer.CheckpointFileName));
-        using var oneCheckpoint = SafetensorsFile.Open(Path.Combine(one, Trainer.CheckpointFileName));
-        Assert.That(twoCheckpoint.Tensors.Select(t => t.Name), Is.EquivalentTo(oneCheckpoint.Tensors.Select(t => t.Name)));
-        var compared = new List<string>();
-        foreach (var tensor in oneCheckpoint.Tensors.Where(t => t.DType == SafetensorsDType.F32))
-        {
-            var expected = oneCheckpoint.ReadFloat32(tensor.Name);
-            var actual = twoCheckpoint.ReadFloat32(tensor.Name);
-            // Sums over the global batch add the same terms in another order (per rank, then across ranks).
-            Assert.That(Numerics.RelativeError(actual, expected), Is.LessThan(Numerics.Fp32Tolerance), $"{tensor.Name} after two steps");
-            compared.Add(tensor.Name);
-        }
+        var compared = MpiJob.AssertSameRun(two, one, steps: 2);
         Assert.That(compared, Is.SupersetOf(mustCompare), "the method's own state compared");
-        Assert.That(compared, Has.Count.GreaterThan(20), "parameters, running statistics and optimiser state compared");
-    }
-
-    private static (int Code, string Output, string Error) RunInProcess(string[] args)
-    {
-        using var output = new StringWriter();
-        using var error = new StringWriter();
-        var code = Program.Run(args, output, error);
-        return (code, output.ToString(), error.ToString());
     }
 }

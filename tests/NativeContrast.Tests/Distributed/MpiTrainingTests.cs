@@ -39,7 +39,7 @@ public class MpiTrainingTests
         var two = Path.Combine(_folder, "two");
         var one = Path.Combine(_folder, "one");
         var job = MpiJob.Run(_mpirun, 2, [], Tiny(8, two));
-        var single = RunInProcess(Tiny(16, one));
+        var single = MpiJob.RunInProcess(Tiny(16, one));
 
         Assert.That(job.ExitCode, Is.Zero, job.Log);
         Assert.That(single.Code, Is.EqualTo(Program.Success), single.Error + single.Output);
@@ -52,29 +52,7 @@ public class MpiTrainingTests
             Assert.That(File.Exists(Path.Combine(two, file)), Is.True, file);
         }
 
-        var (twoSteps, _) = MetricsLog.Read(Path.Combine(two, MetricsLog.FileName));
-        var (oneSteps, _) = MetricsLog.Read(Path.Combine(one, MetricsLog.FileName));
-        Assert.That(twoSteps.Select(s => s.Step), Is.EqualTo(new long[] { 0, 1 }), "rank 0's steps only, each over the global batch");
-        Assert.That(oneSteps.Select(s => s.Step), Is.EqualTo(new long[] { 0, 1 }));
-        for (var s = 0; s < 2; s++)
-        {
-            Assert.That(twoSteps[s].Loss, Is.EqualTo(oneSteps[s].Loss).Within(Numerics.Fp32Tolerance * oneSteps[s].Loss), $"step {s}: the global batch's loss");
-        }
-
-        using var twoCheckpoint = SafetensorsFile.Open(Path.Combine(two, Trainer.CheckpointFileName));
-        using var oneCheckpoint = SafetensorsFile.Open(Path.Combine(one, Trainer.CheckpointFileName));
-        Assert.That(twoCheckpoint.Tensors.Select(t => t.Name), Is.EquivalentTo(oneCheckpoint.Tensors.Select(t => t.Name)));
-        var compared = 0;
-        foreach (var tensor in oneCheckpoint.Tensors.Where(t => t.DType == SafetensorsDType.F32))
-        {
-            var expected = oneCheckpoint.ReadFloat32(tensor.Name);
-            var actual = twoCheckpoint.ReadFloat32(tensor.Name);
-            // The batch norms' statistics, the loss's and the gradient's sums add the same terms in another order
-            // (per rank, then across ranks): they agree to fp32 rounding (2.8e-6 at worst when written).
-            Assert.That(Numerics.RelativeError(actual, expected), Is.LessThan(Numerics.Fp32Tolerance), $"{tensor.Name} after two steps");
-            compared++;
-        }
-        Assert.That(compared, Is.GreaterThan(20), "parameters, running statistics and optimiser state compared");
+        MpiJob.AssertSameRun(two, one, steps: 2);
     }
 
     [Test]
@@ -90,7 +68,7 @@ public class MpiTrainingTests
         Assert.That((state.Step, state.Epoch), Is.EqualTo((1L, 1)), "the checkpoint of epoch 0's end");
 
         // The checkpoint holds global state only: one process of the same global batch takes over.
-        var resumed = RunInProcess([.. Tiny(16, run, epochs: 3, trainImages: 16), "--resume", run]);
+        var resumed = MpiJob.RunInProcess([.. Tiny(16, run, epochs: 3, trainImages: 16), "--resume", run]);
         Assert.That(resumed.Code, Is.EqualTo(Program.Success), resumed.Error + resumed.Output);
         Assert.That(TrainingCheckpoint.ReadState(Path.Combine(run, Trainer.CheckpointFileName)).Step, Is.EqualTo(3));
     }
@@ -108,16 +86,8 @@ public class MpiTrainingTests
         var state = TrainingCheckpoint.ReadState(Path.Combine(run, Trainer.CheckpointFileName));
         Assert.That((state.Step, state.Epoch), Is.EqualTo((1L, 1)), "the checkpoint of epoch 0's end");
 
-        var resumed = RunInProcess([.. Tiny(16, run, epochs: 3, trainImages: 16), "--resume", run]);
+        var resumed = MpiJob.RunInProcess([.. Tiny(16, run, epochs: 3, trainImages: 16), "--resume", run]);
         Assert.That(resumed.Code, Is.EqualTo(Program.Success), resumed.Error + resumed.Output);
         Assert.That(TrainingCheckpoint.ReadState(Path.Combine(run, Trainer.CheckpointFileName)).Step, Is.EqualTo(3));
-    }
-
-    private static (int Code, string Output, string Error) RunInProcess(string[] args)
-    {
-        using var output = new StringWriter();
-        using var error = new StringWriter();
-        var code = Program.Run(args, output, error);
-        return (code, output.ToString(), error.ToString());
     }
 }

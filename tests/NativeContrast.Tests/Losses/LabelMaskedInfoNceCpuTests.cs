@@ -267,6 +267,28 @@ public class LabelMaskedInfoNceCpuTests
     }
 
     [Test]
+    public void EnqueueComputedPushesTheKeysAndLabelsOfTheLastComputeOnce()
+    {
+        const int batch = 3, dim = 5, capacity = 7;
+        using var computed = new LabelMaskedInfoNceLoss(_cpu, batch, dim, capacity, 0.1f);
+        using var direct = new LabelMaskedInfoNceLoss(_cpu, batch, dim, capacity, 0.1f);
+        using var q = _cpu.FromArray(Numerics.RandomArray(batch * dim, seed: 1), new TensorShape(batch, dim));
+        using var k = _cpu.FromArray(Numerics.RandomArray(batch * dim, seed: 2), new TensorShape(batch, dim));
+        using var labels = _cpu.FromArray([2f, 0f, 2f], new TensorShape(batch));
+        Assert.That(computed.EnqueueComputed, Throws.InvalidOperationException.With.Message.Contains("needs a Compute"));
+        computed.Compute(q, k, labels, dq: null);
+        computed.EnqueueComputed();
+        direct.Enqueue(k, labels);
+        Assert.That(computed.Queue!.Keys.Span.ToArray(), Is.EqualTo(direct.Queue!.Keys.Span.ToArray()));
+        Assert.That(computed.QueueLabels!.Span.ToArray(), Is.EqualTo(direct.QueueLabels!.Span.ToArray()));
+        Assert.That(computed.Queue.Position, Is.EqualTo(batch));
+        Assert.That(computed.EnqueueComputed, Throws.InvalidOperationException, "the same keys are not enqueued twice");
+        computed.Compute(q, k, labels, dq: null);
+        computed.Enqueue(k, labels);
+        Assert.That(computed.EnqueueComputed, Throws.InvalidOperationException, "an Enqueue takes the place of the computed keys");
+    }
+
+    [Test]
     public void InitializeQueueWritesRandomUnitKeysWithoutClasses()
     {
         const int capacity = 50, dim = 7;

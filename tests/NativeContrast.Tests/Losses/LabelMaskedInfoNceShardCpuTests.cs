@@ -36,7 +36,7 @@ public class LabelMaskedInfoNceShardCpuTests
         var earlierLabels = Enumerable.Range(0, batch).Select(i => (float)(i % 3)).ToArray();
 
         using var whole = new LabelMaskedInfoNceLoss(_cpu, batch, dim, queueLength, tau);
-        var (wholeStats, wholeDq, wholeQueue, wholeQueueLabels) = Step(whole, q, k, labels, earlier, earlierLabels, batch, dim);
+        var (wholeStats, wholeDq, wholeQueue, wholeQueueLabels) = Step(whole, q, k, labels, earlier, earlierLabels, batch, dim, enqueueComputed: false);
 
         var results = new (float[] Stats, float[] Dq, float[] Queue, float[] QueueLabels)[ranks];
         using var threads = new ThreadRanks(ranks);
@@ -45,7 +45,7 @@ public class LabelMaskedInfoNceShardCpuTests
             using var communicator = threads.Communicator(rank, _cpu);
             using var loss = new LabelMaskedInfoNceLoss(_cpu, rows, dim, queueLength, tau, communicator);
             float[] Own(float[] values, int width) => values.AsSpan(rank * rows * width, rows * width).ToArray();
-            results[rank] = Step(loss, Own(q, dim), Own(k, dim), Own(labels, 1), Own(earlier, dim), Own(earlierLabels, 1), rows, dim);
+            results[rank] = Step(loss, Own(q, dim), Own(k, dim), Own(labels, 1), Own(earlier, dim), Own(earlierLabels, 1), rows, dim, enqueueComputed: true);
         });
 
         for (var c = 0; c < ContrastiveCheck.StatsLength; c++)
@@ -65,8 +65,11 @@ public class LabelMaskedInfoNceShardCpuTests
         }
     }
 
-    /// <summary>Enqueues the earlier keys (so the queue has labelled rows), computes the loss and dq, enqueues k.</summary>
-    private (float[] Stats, float[] Dq, float[] Queue, float[] QueueLabels) Step(LabelMaskedInfoNceLoss loss, float[] q, float[] k, float[] labels, float[] earlier, float[] earlierLabels, int rows, int dim)
+    /// <summary>
+    /// Enqueues the earlier keys (so the queue has labelled rows), computes the loss and dq, enqueues k: through
+    /// EnqueueComputed (on the ranks, what Compute gathered) or through Enqueue (which gathers again).
+    /// </summary>
+    private (float[] Stats, float[] Dq, float[] Queue, float[] QueueLabels) Step(LabelMaskedInfoNceLoss loss, float[] q, float[] k, float[] labels, float[] earlier, float[] earlierLabels, int rows, int dim, bool enqueueComputed)
     {
         using var qt = _cpu.FromArray(q, new TensorShape(rows, dim));
         using var kt = _cpu.FromArray(k, new TensorShape(rows, dim));
@@ -85,7 +88,14 @@ public class LabelMaskedInfoNceShardCpuTests
         {
             return (stats, dq.Span.ToArray(), [], []);
         }
-        loss.Enqueue(kt, lt);
+        if (enqueueComputed)
+        {
+            loss.EnqueueComputed();
+        }
+        else
+        {
+            loss.Enqueue(kt, lt);
+        }
         return (stats, dq.Span.ToArray(), Numerics.ToArray(_cpu, loss.Queue.Keys), loss.QueueLabels!.Span.ToArray());
     }
 }

@@ -1,6 +1,9 @@
 namespace NativeContrast.Tests.Support;
 
 using System.Diagnostics;
+using NativeContrast.Checkpoints;
+using NativeContrast.Cli;
+using NativeContrast.Training;
 
 /// <summary>
 /// Jobs of CPU ranks under Open MPI's mpirun, each rank the CLI built next to the test assembly. mpirun is required
@@ -58,6 +61,49 @@ public static class MpiJob
         }
         process.WaitForExit();
         return (process.ExitCode, stdout.Result, stderr.Result, $"mpirun exited with {process.ExitCode}\n--- stdout\n{stdout.Result}--- stderr\n{stderr.Result}");
+    }
+
+    /// <summary>The CLI with <paramref name="args"/> in this process, as a single process (no launcher): its exit code and outputs.</summary>
+    public static (int Code, string Output, string Error) RunInProcess(string[] args)
+    {
+        using var output = new StringWriter();
+        using var error = new StringWriter();
+        var code = Program.Run(args, output, error);
+        return (code, output.ToString(), error.ToString());
+    }
+
+    /// <summary>
+    /// The runs in <paramref name="ranksRun"/> (a data-parallel job) and <paramref name="processRun"/> (one process on
+    /// the job's global batch) logged the same steps with the same losses and wrote checkpoints of the same tensors,
+    /// every fp32 one equal within fp32 rounding; returns the names compared.
+    /// </summary>
+    public static List<string> AssertSameRun(string ranksRun, string processRun, int steps)
+    {
+        var (ranksSteps, _) = MetricsLog.Read(Path.Combine(ranksRun, MetricsLog.FileName));
+        var (processSteps, _) = MetricsLog.Read(Path.Combine(processRun, MetricsLog.FileName));
+        var expectedSteps = Enumerable.Range(0, steps).Select(s => (long)s).ToArray();
+        Assert.That(ranksSteps.Select(s => s.Step), Is.EqualTo(expectedSteps), "rank 0's steps only, each over the global batch");
+        Assert.That(processSteps.Select(s => s.Step), Is.EqualTo(expectedSteps));
+        for (var s = 0; s < steps; s++)
+        {
+            Assert.That(ranksSteps[s].Loss, Is.EqualTo(processSteps[s].Loss).Within(Numerics.Fp32Tolerance * Math.Abs(processSteps[s].Loss)), $"step {s}: the global batch's loss");
+        }
+
+        using var ranksCheckpoint = SafetensorsFile.Open(Path.Combine(ranksRun, Trainer.CheckpointFileName));
+        using var processCheckpoint = SafetensorsFile.Open(Path.Combine(processRun, Trainer.CheckpointFileName));
+        Assert.That(ranksCheckpoint.Tensors.Select(t => t.Name), Is.EquivalentTo(processCheckpoint.Tensors.Select(t => t.Name)));
+        var compared = new List<string>();
+        foreach (var tensor in processCheckpoint.Tensors.Where(t => t.DType == SafetensorsDType.F32))
+        {
+            var expected = processCheckpoint.ReadFloat32(tensor.Name);
+            var actual = ranksCheckpoint.ReadFloat32(tensor.Name);
+            // The batch norms' statistics, the losses' and the gradients' sums add the same terms in another order
+            // (per rank, then across ranks): they agree to fp32 rounding.
+            Assert.That(Numerics.RelativeError(actual, expected), Is.LessThan(Numerics.Fp32Tolerance), $"{tensor.Name} after {steps} steps");
+            compared.Add(tensor.Name);
+        }
+        Assert.That(compared, Has.Count.GreaterThan(20), "parameters, running statistics and optimiser state compared");
+        return compared;
     }
 
     /// <summary>The dotnet host of the runtime running these tests (the test host itself may be an apphost).</summary>
