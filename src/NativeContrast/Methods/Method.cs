@@ -120,6 +120,14 @@ public abstract class Method : IDisposable
     /// </summary>
     public virtual IReadOnlyList<(string Name, Tensor Tensor)> StateTensors => [];
 
+    /// <summary>
+    /// Copies the tables a method keeps on the host (PiCO's confidence and prototypes) into their <see cref="StateTensors"/>;
+    /// the trainer calls it before it saves or broadcasts them, and <see cref="RestoreHostState"/> reads them back.
+    /// </summary>
+    public virtual void CopyHostTablesToStateTensors()
+    {
+    }
+
     /// <summary>Host-side counters that go with <see cref="StateTensors"/> (a queue's write position and fill).</summary>
     public virtual IReadOnlyDictionary<string, long> HostState => new Dictionary<string, long>();
 

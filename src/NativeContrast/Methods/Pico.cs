@@ -470,17 +470,20 @@ public sealed class Pico(PicoOptions? options = null) : Method
         }
     }
 
-    /// <summary>The key encoder, the queue and its labels, and the host's confidence and prototypes (copied in on each read).</summary>
-    public override IReadOnlyList<(string Name, Tensor Tensor)> StateTensors
+    /// <summary>
+    /// The key encoder, the queue and its labels, and the tensors holding the host's confidence and prototypes as of the
+    /// last <see cref="CopyHostTablesToStateTensors"/>.
+    /// </summary>
+    public override IReadOnlyList<(string Name, Tensor Tensor)> StateTensors =>
+        _confidenceState is { } confidence
+            ? [.. _teacher!.StateTensors, ("queue", Queue.Keys), ("queue_labels", QueueLabels), ("confidence", confidence), ("prototypes", _prototypeState!)]
+            : throw new InvalidOperationException("PiCO is not prepared yet");
+
+    public override void CopyHostTablesToStateTensors()
     {
-        get
-        {
-            var confidence = _confidenceState ?? throw new InvalidOperationException("PiCO is not prepared yet");
-            var prototypes = _prototypeState!;
-            _backend!.CopyFromHost(_confidence, confidence);
-            _backend.CopyFromHost(_prototypes, prototypes);
-            return [.. _teacher!.StateTensors, ("queue", Queue.Keys), ("queue_labels", QueueLabels), ("confidence", confidence), ("prototypes", prototypes)];
-        }
+        var confidence = _confidenceState ?? throw new InvalidOperationException("PiCO is not prepared yet");
+        _backend!.CopyFromHost(_confidence, confidence);
+        _backend.CopyFromHost(_prototypes, _prototypeState!);
     }
 
     public override IReadOnlyDictionary<string, long> HostState => new Dictionary<string, long> { ["queue_position"] = Queue.Position };

@@ -139,6 +139,7 @@ public sealed class Trainer : IDisposable
             // Every rank starts from rank 0's values, whatever its initialisation did; the method's buffers (queues)
             // exist once it is prepared.
             _ranks.Broadcast(_arena.Values, root: 0);
+            method.CopyHostTablesToStateTensors();
             foreach (var (_, tensor) in method.StateTensors)
             {
                 _ranks.Broadcast(tensor, root: 0);
@@ -420,6 +421,7 @@ public sealed class Trainer : IDisposable
                 [MethodStateSection] = JsonSerializer.Serialize(new Dictionary<string, long>(_method.HostState), TrainingJson.Default.DictionaryStringInt64),
             },
         };
+        _method.CopyHostTablesToStateTensors();
         TrainingCheckpoint.Save(path, _arena, state, SpecMetadata(), _method.StateTensors);
         observer?.Message($"checkpoint {path} (step {_step}, epoch {_epoch}{(_batchInEpoch > 0 ? $" + {_batchInEpoch} batches" : "")})");
         return path;

@@ -119,6 +119,8 @@ public class MethodGpuTests : GpuTestBase
             var gpuStats = gpu.Step(step, 9 + step);
             Assert.That(gpuStats.Loss, Is.EqualTo(cpuStats.Loss).Within(1e-3).Percent, $"loss of step {step}");
             Numerics.AssertClose(Numerics.ToArray(Gpu, gpu.Arena.Values), Numerics.ToArray(Cpu, cpu.Arena.Values), 1e-4, $"values after step {step}");
+            gpu.Method.CopyHostTablesToStateTensors();
+            cpu.Method.CopyHostTablesToStateTensors();
             foreach (var ((stateName, gpuState), (_, cpuState)) in gpu.Method.StateTensors.Zip(cpu.Method.StateTensors))
             {
                 Numerics.AssertClose(Numerics.ToArray(Gpu, gpuState), Numerics.ToArray(Cpu, cpuState), 1e-4, $"{stateName} after step {step}");
