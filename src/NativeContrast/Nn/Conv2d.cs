@@ -100,10 +100,22 @@ public sealed class Conv2d
         }
         var columns = Kernel * Kernel * InChannels;
         _packed?.Dispose();
-        // A 1×1 kernel is already in column order: the GEMM reads the arena weight directly.
-        _packed = Kernel == 1 ? null : Backend.Allocate(new TensorShape(OutChannels, columns), Module.Join(Name, "weight.packed"));
-        _weightMatrix = _packed ?? Weight.View(0, new TensorShape(OutChannels, columns));
+        _packed = null;
+        // A 1×1 kernel is already in column order: the GEMM reads the arena weight directly. A larger one is packed
+        // once an im2col plan needs it (a backend convolution, oneDNN's, reads the arena weight itself).
+        _weightMatrix = Kernel == 1 ? Weight.View(0, new TensorShape(OutChannels, columns)) : null;
         _weightGradientMatrix = WeightGradient.View(0, new TensorShape(OutChannels, columns));
+    }
+
+    /// <summary>The weight as the im2col GEMMs read it: the arena's for a 1×1 kernel, else the packed copy (allocated on first need).</summary>
+    private Tensor WeightMatrix()
+    {
+        if (_weightMatrix is null)
+        {
+            _packed = Backend.Allocate(new TensorShape(OutChannels, Kernel * Kernel * InChannels), Module.Join(Name, "weight.packed"));
+            _weightMatrix = _packed;
+        }
+        return _weightMatrix;
     }
 
     /// <summary>torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu"): N(0, 2 / (out·k·k)); bias as nn.Conv2d.</summary>
@@ -149,6 +161,8 @@ public sealed class Conv2d
             parts.Add((new TensorShape(OutChannels, g.Columns), Module.Join(Name, "weight.packed.grad")));
         }
         var views = builder.Workspace.Request([.. parts]);
+        // The packed weight is allocated with the plan, so that a step allocates nothing.
+        _ = WeightMatrix();
         return new ConvPlan(g, chunk, views[0], Kernel > 1 ? views[1] : null);
     }
 
@@ -172,11 +186,11 @@ public sealed class Conv2d
 
     private void Im2ColForward(ConvPlan plan, Tensor x, Tensor y)
     {
+        var w = WeightMatrix();
         if (_packed is not null)
         {
             Backend.PackConvWeight(Weight, _packed);
         }
-        var w = _weightMatrix!;
         if (plan.Columns is null)
         {
             Backend.Gemm(x, false, w, true, y);
@@ -262,6 +276,10 @@ public sealed class Conv2d
     {
         _packed?.Dispose();
         _packed = null;
+        if (Kernel > 1)
+        {
+            _weightMatrix = null;
+        }
     }
 
     private void CheckShapes(ConvPlan plan, Tensor x, Tensor y)
