@@ -64,6 +64,7 @@ public static class TrainCommand
         var knnEvery = new Option<int>("--knn-every") { Description = "Run the kNN monitor every N epochs (0: only after the last).", DefaultValueFactory = _ => 1 };
         var knnBank = new Option<int?>("--knn-bank") { Description = "Training images in the kNN bank; by default all." };
         var workers = new Option<int>("--workers") { Description = "Augmentation threads.", DefaultValueFactory = _ => Math.Max(1, Environment.ProcessorCount - 1) };
+        var projectorHidden = new Option<int?>("--proj-hidden") { Description = "Hidden width of the projection head (simclr, moco, swav, margin; solo-learn's proj_hidden_dim, 2048 in its CIFAR recipes); by default the backbone's feature width." };
         var queue = new Option<int?>("--queue") { Description = "MoCo: keys in the queue (default 65536, at most the data set's size). SimCLR: momentum keys queued as extra negatives (SimCLR v2's memory; default 0: none). SwAV: features in the queue used for the codes (default 0: none)." };
         var momentum = new Option<float?>("--momentum") { Description = "MoCo and SimCLR's memory: m of the key encoder's EMA (default 0.999, or 0.99 for images of 64 px or less)." };
         var momentumCosine = new Option<bool>("--momentum-cosine") { Description = "MoCo and SimCLR's memory: raise m to 1 by a cosine over the run (BYOL's schedule)." };
@@ -89,7 +90,7 @@ public static class TrainCommand
         {
             method, backbone, width, stem, dataset, dataDir, imageSize, trainImages, epochs, batch, lr, optimizer, weightDecay, warmup, views, temperature,
             device, precision, output, seed, resume, knnEvery, knnBank, workers,
-            queue, momentum, momentumCosine, symmetric, shuffleBn, prototypes, smallCrops, queueStart, freezePrototypes, margin, cropScale, labels, labelsSeed,
+            projectorHidden, queue, momentum, momentumCosine, symmetric, shuffleBn, prototypes, smallCrops, queueStart, freezePrototypes, margin, cropScale, labels, labelsSeed,
             partialRate, lossWeight, prototypeStart, syncBn, failRank, failStep, failMode,
         };
         command.SetAction(parse => Run(
@@ -106,6 +107,7 @@ public static class TrainCommand
                 {
                     Temperature = parse.GetValue(temperature),
                     Augmentations = parse.GetValue(views),
+                    HiddenDim = parse.GetValue(projectorHidden),
                     QueueLength = parse.GetValue(queue),
                     Momentum = parse.GetValue(momentum),
                     MomentumCosine = parse.GetValue(momentumCosine),

@@ -11,6 +11,9 @@ public sealed record MethodSettings
     /// <summary>An augmentation preset (see <see cref="Data.AugmentationPresets"/>) instead of the method's.</summary>
     public string? Augmentations { get; init; }
 
+    /// <summary>Hidden width of the projection head (solo-learn's proj_hidden_dim); null: the backbone's feature width.</summary>
+    public int? HiddenDim { get; init; }
+
     /// <summary>MoCo's key queue, SwAV's feature queue (0: none for SwAV).</summary>
     public int? QueueLength { get; init; }
 
@@ -81,6 +84,12 @@ public static class MethodCatalog
         {
             throw new ArgumentException($"--shuffle-bn is MoCo's (moco, mocov2): {name} does not shuffle its keys across ranks", "--shuffle-bn");
         }
+        if (settings.HiddenDim is { } hidden && (hidden < 1 || name.ToLowerInvariant() is "pico" or "supervised"))
+        {
+            throw new ArgumentException(hidden < 1
+                ? $"--proj-hidden must be at least 1 (got {hidden})"
+                : $"--proj-hidden sets the projection head of simclr, simclr-v2, moco, mocov2, swav and margin: {name}'s head keeps its recipe's width", "--proj-hidden");
+        }
         var small = settings.SmallImages;
         string Views(string large) => settings.Augmentations ?? (small ? "simclr-cifar" : large);
         switch (name.ToLowerInvariant())
@@ -90,6 +99,7 @@ public static class MethodCatalog
                 var simclr = name.Equals("simclr", StringComparison.OrdinalIgnoreCase) ? SimClrOptions.V1 : SimClrOptions.V2;
                 return new SimClr(simclr with
                 {
+                    HiddenDim = settings.HiddenDim ?? simclr.HiddenDim,
                     Temperature = settings.Temperature ?? (small ? SmallImageTemperature : simclr.Temperature),
                     Augmentations = Views("simclr"),
                     QueueLength = settings.QueueLength ?? simclr.QueueLength,
@@ -101,6 +111,7 @@ public static class MethodCatalog
                 var moco = name.Equals("moco", StringComparison.OrdinalIgnoreCase) ? MocoOptions.V1 : MocoOptions.V2;
                 return new Moco(moco with
                 {
+                    HiddenDim = settings.HiddenDim ?? moco.HiddenDim,
                     Temperature = settings.Temperature ?? moco.Temperature,
                     Augmentations = Views(moco.Augmentations),
                     QueueLength = settings.QueueLength ?? moco.QueueLength,
@@ -114,6 +125,7 @@ public static class MethodCatalog
                 var swav = new SwavOptions();
                 return new Swav(swav with
                 {
+                    HiddenDim = settings.HiddenDim ?? swav.HiddenDim,
                     Temperature = settings.Temperature ?? swav.Temperature,
                     Augmentations = settings.Augmentations ?? (small ? "swav-cifar" : swav.Augmentations),
                     Prototypes = settings.Prototypes ?? swav.Prototypes,
@@ -123,7 +135,7 @@ public static class MethodCatalog
                     FreezePrototypesEpochs = settings.FreezePrototypesEpochs ?? swav.FreezePrototypesEpochs,
                 });
             case "margin":
-                return new MarginContrastive(new MarginOptions { Margin = settings.Margin ?? 1f, Augmentations = Views("simclr") });
+                return new MarginContrastive(new MarginOptions { HiddenDim = settings.HiddenDim, Margin = settings.Margin ?? 1f, Augmentations = Views("simclr") });
             case "pico":
                 var pico = new PicoOptions();
                 return new Pico(pico with

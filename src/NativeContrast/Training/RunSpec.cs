@@ -81,13 +81,22 @@ public sealed record RunSpec
     public IReadOnlyList<string> Differences(RunSpec other)
     {
         ArgumentNullException.ThrowIfNull(other);
-        using var mine = JsonDocument.Parse(ToJson());
-        using var theirs = JsonDocument.Parse(other.ToJson());
+        return FieldDifferences(ToJson(), other.ToJson());
+    }
+
+    /// <summary>
+    /// "field: mine here, theirs in the checkpoint" for every top-level field of two JSON objects that differs, or that
+    /// only one of them has (empty when they agree).
+    /// </summary>
+    public static IReadOnlyList<string> FieldDifferences(string mine, string theirs)
+    {
+        using var here = JsonDocument.Parse(mine);
+        using var there = JsonDocument.Parse(theirs);
         static string Value(JsonElement root, string name) => root.TryGetProperty(name, out var v) ? v.GetRawText() : "absent";
-        var names = mine.RootElement.EnumerateObject().Select(p => p.Name).Union(theirs.RootElement.EnumerateObject().Select(p => p.Name));
+        var names = here.RootElement.EnumerateObject().Select(p => p.Name).Union(there.RootElement.EnumerateObject().Select(p => p.Name));
         return [.. names
-            .Where(name => Value(mine.RootElement, name) != Value(theirs.RootElement, name))
-            .Select(name => $"{name} {Value(mine.RootElement, name)} here, {Value(theirs.RootElement, name)} in the checkpoint")];
+            .Where(name => Value(here.RootElement, name) != Value(there.RootElement, name))
+            .Select(name => $"{name} {Value(here.RootElement, name)} here, {Value(there.RootElement, name)} in the checkpoint")];
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, TrainingJson.Default.RunSpec);

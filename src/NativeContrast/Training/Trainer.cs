@@ -232,6 +232,11 @@ public sealed class Trainer : IDisposable
         {
             throw new CheckpointException(path, null, $"the checkpoint is from another recipe: {string.Join("; ", differences)} (resume with the original run's options)");
         }
+        // The method's options (temperature, queue, momentum, head widths...) are the recipe too.
+        if (saved.Sections.TryGetValue("method", out var methodOptions) && RunSpec.FieldDifferences(_method.DescribeOptions(), methodOptions) is { Count: > 0 } methodDifferences)
+        {
+            throw new CheckpointException(path, null, $"the checkpoint is from another {_method.Name} recipe: {string.Join("; ", methodDifferences)} (resume with the original run's options)");
+        }
         var state = TrainingCheckpoint.Load(path, _arena, _method.StateTensors);
         if (state.Sections.TryGetValue("optimizer", out var optimizerJson))
         {

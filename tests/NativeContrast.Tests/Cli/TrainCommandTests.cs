@@ -5,6 +5,7 @@ using NativeContrast.Checkpoints;
 using NativeContrast.Cli;
 using NativeContrast.Cli.Commands;
 using NativeContrast.Eval;
+using NativeContrast.Tests.Checkpoints;
 using NativeContrast.Tests.Training;
 using NativeContrast.Training;
 
@@ -81,10 +82,32 @@ public class TrainCommandTests
         var cropped = Run(["train", .. Tiny, "--crop-scale", "0.3", "--out", run, "--resume", run]);
         Assert.That(cropped.Code, Is.EqualTo(Program.Failure));
         Assert.That(cropped.Error, Does.Contain("crop_scale_min 0.3 here, absent in the checkpoint"));
+        // And so is a method's option, which the run description does not hold.
+        var hotter = Run(["train", .. Tiny, "--temperature", "0.5", "--out", run, "--resume", run]);
+        Assert.That(hotter.Code, Is.EqualTo(Program.Failure));
+        Assert.That(hotter.Error, Does.Contain("another simclr recipe: temperature 0.5 here, 0.2 in the checkpoint"));
 
         var missing = Run(["train", .. Tiny, "--out", run, "--resume", Path.Combine(_folder, "nothing.safetensors")]);
         Assert.That(missing.Code, Is.EqualTo(Program.Failure));
         Assert.That(missing.Error, Does.Contain("nothing.safetensors").And.Contain("no such checkpoint"));
+    }
+
+    [TestCase("simclr")]
+    [TestCase("mocov2")]
+    [TestCase("swav")]
+    public void ProjHiddenWidensTheHeadAndBindsTheResume(string method)
+    {
+        var run = Path.Combine(_folder, method);
+        string[] args = ["train", .. Tiny, "--method", method, "--out", run, .. method == "swav" ? new[] { "--prototypes", "20", "--small-crops", "0" } : []];
+        var train = Run([.. args, "--proj-hidden", "24"]);
+        Assert.That(train.Code, Is.EqualTo(Program.Success), train.Error + train.Output);
+        var file = new IndependentSafetensors(Path.Combine(run, Trainer.CheckpointFileName));
+        Assert.That(file["projector.0.weight"].Shape, Is.EqualTo(new long[] { 24, 64 }), "ResNet-10 x0.125's 64 features into 24 hidden units");
+        Assert.That(file.Entries.Where(e => e.Name.StartsWith("projector.", StringComparison.Ordinal) && e.Name.EndsWith(".weight", StringComparison.Ordinal) && e.Shape.Length == 2).Skip(1).First().Shape[1], Is.EqualTo(24), "the next layer reads the 24 hidden units");
+
+        var narrower = Run([.. args, "--resume", run]);
+        Assert.That(narrower.Code, Is.EqualTo(Program.Failure));
+        Assert.That(narrower.Error, Does.Contain("hidden_dim"), "resuming without --proj-hidden is another recipe");
     }
 
     [Test]
@@ -95,6 +118,12 @@ public class TrainCommandTests
         var shuffle = Run(["train", .. Tiny, "--shuffle-bn", "--out", _folder]);
         Assert.That(shuffle.Code, Is.EqualTo(Program.BadArguments));
         Assert.That(shuffle.Error, Does.Contain("--shuffle-bn is MoCo's"));
+        var head = Run(["train", .. Tiny, "--method", "supervised", "--proj-hidden", "32", "--out", _folder]);
+        Assert.That(head.Code, Is.EqualTo(Program.BadArguments));
+        Assert.That(head.Error, Does.Contain("--proj-hidden sets the projection head").And.Contain("supervised's head"));
+        var zero = Run(["train", .. Tiny, "--proj-hidden", "0", "--out", _folder]);
+        Assert.That(zero.Code, Is.EqualTo(Program.BadArguments));
+        Assert.That(zero.Error, Does.Contain("--proj-hidden must be at least 1"));
         Assert.That(batch.Error, Does.Contain("--batch"));
         var checkpoint = Run("eval", "knn", "--checkpoint", Path.Combine(_folder, "absent"));
         Assert.That(checkpoint.Code, Is.EqualTo(Program.Failure));
