@@ -42,6 +42,9 @@ public sealed class Trainer : IDisposable
     /// <summary>The checkpoint section holding the method's host counters (<see cref="Method.HostState"/>).</summary>
     public const string MethodStateSection = "method_state";
 
+    /// <summary>The checkpoint section holding the optimiser's recipe (its name, peak rate, warm-up, length, decay).</summary>
+    public const string ScheduleSection = "schedule";
+
     /// <summary>Floats of the data-parallel step summary: the three statistics and the stop flag.</summary>
     private const int StepSummaryLength = 4;
 
@@ -51,6 +54,7 @@ public sealed class Trainer : IDisposable
     private readonly IImageDataset? _test;
     private readonly ParameterArena _arena;
     private readonly Optimizer _optimizer;
+    private readonly string _scheduleJson;
     private readonly ContrastiveLoader _loader;
     private readonly Tensor[] _groups;
     private readonly int[] _groupViews;
@@ -153,6 +157,9 @@ public sealed class Trainer : IDisposable
         WeightDecay = options.WeightDecay ?? method.DefaultWeightDecay(options.Optimizer);
         _optimizer = CreateOptimizer(options, _arena, peak, WeightDecay);
         _optimizer.Schedule = new LearningRateSchedule(peak, TotalSteps, warmup);
+        _scheduleJson = string.Create(
+            CultureInfo.InvariantCulture,
+            $"{{\"optimizer\":\"{options.Optimizer}\",\"peak_lr\":{peak:R},\"warmup_steps\":{warmup},\"total_steps\":{TotalSteps},\"weight_decay\":{WeightDecay:R},\"momentum\":{options.Momentum:R}}}");
         _features = new FeatureExtractor(Backbone, stats, options.EvalBatchSize);
 
         Spec = new RunSpec
@@ -232,10 +239,14 @@ public sealed class Trainer : IDisposable
         {
             throw new CheckpointException(path, null, $"the checkpoint is from another recipe: {string.Join("; ", differences)} (resume with the original run's options)");
         }
-        // The method's options (temperature, queue, momentum, head widths...) are the recipe too.
+        // The method's options (temperature, queue, momentum, head widths...) and the optimiser's are the recipe too.
         if (saved.Sections.TryGetValue("method", out var methodOptions) && RunSpec.FieldDifferences(_method.DescribeOptions(), methodOptions) is { Count: > 0 } methodDifferences)
         {
             throw new CheckpointException(path, null, $"the checkpoint is from another {_method.Name} recipe: {string.Join("; ", methodDifferences)} (resume with the original run's options)");
+        }
+        if (saved.Sections.TryGetValue(ScheduleSection, out var schedule) && RunSpec.FieldDifferences(_scheduleJson, schedule) is { Count: > 0 } scheduleDifferences)
+        {
+            throw new CheckpointException(path, null, $"the checkpoint is from another optimiser recipe: {string.Join("; ", scheduleDifferences)} (resume with the original run's --optimizer, --lr, --wd and --warmup-epochs)");
         }
         var state = TrainingCheckpoint.Load(path, _arena, _method.StateTensors);
         if (state.Sections.TryGetValue("optimizer", out var optimizerJson))
@@ -423,6 +434,7 @@ public sealed class Trainer : IDisposable
                 [RunSpec.SectionName] = Spec.ToJson(),
                 ["optimizer"] = optimizer,
                 ["method"] = _method.DescribeOptions(),
+                [ScheduleSection] = _scheduleJson,
                 [MethodStateSection] = JsonSerializer.Serialize(new Dictionary<string, long>(_method.HostState), TrainingJson.Default.DictionaryStringInt64),
             },
         };

@@ -86,6 +86,10 @@ public class TrainCommandTests
         var hotter = Run(["train", .. Tiny, "--temperature", "0.5", "--out", run, "--resume", run]);
         Assert.That(hotter.Code, Is.EqualTo(Program.Failure));
         Assert.That(hotter.Error, Does.Contain("another simclr recipe: temperature 0.5 here, 0.2 in the checkpoint"));
+        // Or the optimiser's: its weight decay was taken from the checkpoint, whatever --wd said.
+        var decayed = Run(["train", .. Tiny, "--wd", "0.001", "--out", run, "--resume", run]);
+        Assert.That(decayed.Code, Is.EqualTo(Program.Failure));
+        Assert.That(decayed.Error, Does.Contain("another optimiser recipe: weight_decay 0.001 here, 1E-05 in the checkpoint"));
 
         var missing = Run(["train", .. Tiny, "--out", run, "--resume", Path.Combine(_folder, "nothing.safetensors")]);
         Assert.That(missing.Code, Is.EqualTo(Program.Failure));
