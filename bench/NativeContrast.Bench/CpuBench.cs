@@ -15,7 +15,9 @@ using NativeContrast.Tensors;
 /// softmax cross-entropy, backward, SGD (momentum 0.9);</item>
 /// <item>resnet18w025-step: the same at width 0.25 (the quality runs' backbone), batch 128;</item>
 /// <item>simclr-step: two views of a batch of 64 through ResNet-18 width 0.25 + a 2-layer projector (128→512→128),
-/// NT-Xent (τ 0.5), LARS.</item>
+/// NT-Xent (τ 0.5), LARS;</item>
+/// <item>infonce-queue: MoCo v2's loss alone, 128 queries (both views of a symmetric step at batch 64) against a queue of
+/// 16,384 unit keys, d 128, τ 0.2: the loss and dq (the peer: the logits' matmul, cross-entropy and autograd).</item>
 /// </list>
 /// Reported: median ms per step over several steps after a warm-up, images/s (a SimCLR step counts both views),
 /// and the floor: the step's convolution and linear FLOPs at the sgemm throughput measured in the same run.
@@ -26,7 +28,7 @@ public sealed class CpuBench : IBenchSuite
 {
     public string Name => "cpu";
 
-    public string Description => "CPU training steps (ResNet-18 CIFAR b32/b128, width-0.25 b128, SimCLR step) against PyTorch CPU";
+    public string Description => "CPU training steps (ResNet-18 CIFAR b32/b128, width-0.25 b128, SimCLR step) and MoCo's queue loss against PyTorch CPU";
 
     public string ResultsName => "cpu";
 
@@ -53,6 +55,35 @@ public sealed class CpuBench : IBenchSuite
         }
         var viewBatch = quick ? 32 : 64;
         context.Add(Record("simclr-step", $"r18w025-32x32x3-2x{viewBatch}", SimClrStep(cpu, small, viewBatch, repetitions, context.Profile), 2 * viewBatch, gflops));
+        context.Add(InfoNceQueue(cpu, queries: 128, queueLength: 16384, dim: 128, repetitions, gflops));
+    }
+
+    private static BenchRecord InfoNceQueue(CpuBackend cpu, int queries, int queueLength, int dim, int repetitions, double gflops)
+    {
+        using var q = cpu.Allocate(new TensorShape(queries, dim), "q");
+        using var k = cpu.Allocate(new TensorShape(queries, dim), "k");
+        using var keys = cpu.Allocate(new TensorShape(queueLength, dim), "keys");
+        using var dq = cpu.Allocate(new TensorShape(queries, dim), "dq");
+        cpu.RandomNormal(q, seed: 2, offset: 0);
+        cpu.RandomNormal(k, seed: 3, offset: 0);
+        cpu.RandomNormal(keys, seed: 4, offset: 0);
+        using var loss = new InfoNceLoss(cpu, queries, dim, queueLength, temperature: 0.2f, MatmulPrecision.Fp32);
+        loss.Enqueue(keys);
+        var ms = MedianMs(() => loss.Compute(q, k, dq), repetitions);
+        var flops = 2.0 * 2.0 * queries * (double)queueLength * dim;
+        return new BenchRecord
+        {
+            Kernel = "infonce-queue",
+            Case = $"B={queries} K={queueLength} d={dim} loss+dq",
+            Impl = "ours",
+            MedianMs = ms,
+            Gpu = "cpu-only",
+            FloorMs = flops / (gflops * 1e6),
+            Tflops = flops / (ms * 1e9),
+            Throughput = queries / (ms / 1000),
+            ThroughputUnit = "queries/s",
+            Note = $"{Environment.ProcessorCount} cores, load {LoadAverage()}; floor = the two GEMMs' FLOPs at {gflops:F0} GFLOP/s (measured sgemm); workspace {loss.WorkspaceBytes >> 20} MiB",
+        };
     }
 
     private static BenchRecord Record(string kernel, string @case, (double Ms, double Flops) step, int images, double gflops) => new()

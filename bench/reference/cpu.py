@@ -8,7 +8,8 @@ The same cases as the engine's "cpu" suite, torch.set_num_threads(cores), eager 
                      batch 32 and 128: zero_grad, forward, cross-entropy, backward, SGD (lr 0.01, momentum 0.9);
   resnet18w025-step: the same network at width 0.25 (16-32-64-128 channels), batch 128;
   simclr-step:       two views of 64 images through ResNet-18 width 0.25 + Linear(128, 512)-ReLU-Linear(512, 128),
-                     NT-Xent (tau 0.5) and LARS (SimCLR's: trust eta*|w|/(|g| + wd*|w|), biases and BN excluded).
+                     NT-Xent (tau 0.5) and LARS (SimCLR's: trust eta*|w|/(|g| + wd*|w|), biases and BN excluded);
+  infonce-queue:     MoCo's loss alone: 128 queries against a queue of 16,384 unit keys, d 128, tau 0.2, loss + dq.
 median_ms is the wall-clock median of several steps after two untimed ones; throughput counts images (both views).
 The engine asks OpenMP to sleep when idle (OMP_WAIT_POLICY=PASSIVE, see CpuLibraries.cs); run with that variable set,
 this peer records itself as "pytorch-passive" so both settings can be compared (bench/run-cpu.sh runs both).
@@ -123,6 +124,23 @@ def simclr_step(view_batch, reps):
     return median_ms(step, reps)
 
 
+def infonce_queue(queries, queue_length, dim, reps):
+    """MoCo's loss alone: normalised q and k, logits [q.k | q.queue^T] / 0.2, cross-entropy with the positive first, dq."""
+    torch.manual_seed(0)
+    q = torch.randn(queries, dim, requires_grad=True)
+    k = torch.randn(queries, dim)
+    queue = F.normalize(torch.randn(queue_length, dim), dim=1)
+    targets = torch.zeros(queries, dtype=torch.long)
+
+    def step():
+        q.grad = None
+        qn, kn = F.normalize(q, dim=1), F.normalize(k, dim=1)
+        logits = torch.cat([(qn * kn).sum(1, keepdim=True), qn @ queue.t()], dim=1) / 0.2
+        F.cross_entropy(logits, targets).backward()
+
+    return median_ms(step, reps)
+
+
 def load_average():
     return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown"
 
@@ -141,20 +159,21 @@ def main():
     records = []
     impl = "pytorch-passive" if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else "pytorch"
 
-    def add(kernel, case, ms, images):
+    def add(kernel, case, ms, images, unit="images/s"):
         record = {
             "kernel": kernel, "case": case, "impl": impl, "median_ms": ms, "peak_bytes": 0, "gpu": "cpu-only",
-            "throughput": images / (ms / 1000), "throughput_unit": "images/s",
+            "throughput": images / (ms / 1000), "throughput_unit": unit,
             "note": f"torch {torch.__version__} eager, NCHW, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, load {load_average()}",
             "timestamp": timestamp(),
         }
         records.append(record)
-        print(f"{kernel:<18} {case:<28} {impl} {ms:10.1f} ms  {record['throughput']:8.1f} images/s")
+        print(f"{kernel:<18} {case:<28} {impl} {ms:10.1f} ms  {record['throughput']:8.1f} {unit}")
 
     for kernel, width, batch in cases:
         add(kernel, f"cifar-32x32x3-b{batch}", classifier_step(width, batch, reps), batch)
     view_batch = 32 if args.quick else 64
     add("simclr-step", f"r18w025-32x32x3-2x{view_batch}", simclr_step(view_batch, reps), 2 * view_batch)
+    add("infonce-queue", "B=128 K=16384 d=128 loss+dq", infonce_queue(128, 16384, 128, reps), 128, "queries/s")
     append_records(args.out, records)
 
 

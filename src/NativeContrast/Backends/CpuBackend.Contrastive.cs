@@ -6,7 +6,8 @@ using NativeContrast.Tensors;
 
 // The CPU twins of native/contrastive.cu: the same functions, row by row, fp32 values with double accumulators
 // where a long sum would otherwise lose digits (log-sum-exps, gradient sums, statistics). Every precision is
-// computed in fp32. Rows are split across cores; nothing here materialises a rows x columns matrix either.
+// computed in fp32. Rows are split across cores. NT-Xent materialises no rows x rows matrix; InfoNCE against a queue
+// computes its logits and weighted key sums as two GEMMs (a batch x queue matrix in the workspace).
 public sealed partial class CpuBackend
 {
     /// <summary>Columns whose gradient contributions are summed in fp32 before joining the double accumulator.</summary>
@@ -151,86 +152,91 @@ public sealed partial class CpuBackend
         queue.Position = (int)((queue.Position + (long)count) % capacity);
     }
 
-    /// <summary>The CPU computes InfoNCE row by row and needs no workspace.</summary>
-    public long InfoNceWorkspaceLength(int batch, int dim, int queueLength, MatmulPrecision precision) => 0;
+    /// <summary>
+    /// Workspace: the normalised queries [batch, dim], their logits against the queue (then the probabilities)
+    /// [batch, queue] and the probability-weighted key sums [batch, dim]. Against a queue the batch is small and the
+    /// queue long, so the two products are GEMMs (OpenBLAS), as PyTorch's MoCo computes them.
+    /// </summary>
+    public long InfoNceWorkspaceLength(int batch, int dim, int queueLength, MatmulPrecision precision) => (long)batch * (queueLength + (2L * dim));
 
     public void InfoNce(Tensor q, Tensor k, KeyQueue queue, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f)
     {
         var keyQueue = Own(queue);
         var (batch, dim) = ContrastiveCheck.InfoNce(q, k, queue, temperature, dq);
-        ContrastiveCheck.Stats(stats);
-        var (qs, ks, keys) = (CpuArray(q), CpuArray(k), CpuArray(keyQueue.Keys));
-        var dqs = dq is null ? default : CpuArray(dq);
         var queueLength = queue.Capacity;
+        ContrastiveCheck.Workspace(workspace, InfoNceWorkspaceLength(batch, dim, queueLength, precision));
+        ContrastiveCheck.Stats(stats);
+        var (qs, ks, keys, space) = (CpuArray(q), CpuArray(k), CpuArray(keyQueue.Keys), CpuArray(workspace));
+        var dqs = dq is null ? default : CpuArray(dq);
+        var logitsLength = batch * queueLength;
+        var qn = space.Slice(0, batch * dim);
+        var logits = space.Slice(batch * dim, logitsLength);
+        var weightedKeys = space.Slice((batch * dim) + logitsLength, batch * dim);
         var inverseTemperature = 1.0 / temperature;
         var factor = (double)gradScale / (batch * (double)temperature);
-        var perRow = ArrayPool<double>.Shared.Rent(3 * batch);
+        var perRow = ArrayPool<double>.Shared.Rent(4 * batch);
         try
         {
-            CpuParallel.For(batch, 2L * queueLength * dim, (start, end) =>
+            for (var i = 0; i < batch; i++)
             {
-                var logits = ArrayPool<float>.Shared.Rent(queueLength);
-                var vectors = ArrayPool<float>.Shared.Rent(3 * dim);
-                var gradient = ArrayPool<double>.Shared.Rent(dim);
-                try
+                var qRow = qs.AsSpan(i * dim, dim);
+                var norm = TensorPrimitives.Norm<float>(qRow);
+                perRow[(3 * batch) + i] = norm;
+                TensorPrimitives.Multiply(qRow, 1f / MathF.Max(norm, NormEpsilon), qn.AsSpan(i * dim, dim));
+            }
+            // logits = qn · queueᵀ (cosines: the queue holds unit keys).
+            GemmAny(qn, false, keys, true, logits, batch, dim, queueLength, 1f, 0f);
+            CpuParallel.For(batch, 4L * queueLength, (start, end) =>
+            {
+                Span<float> kn = stackalloc float[dim];
+                for (var i = start; i < end; i++)
                 {
-                    for (var i = start; i < end; i++)
+                    var kRow = ks.AsSpan(i * dim, dim);
+                    TensorPrimitives.Multiply(kRow, 1f / MathF.Max(TensorPrimitives.Norm<float>(kRow), NormEpsilon), kn);
+                    var positive = TensorPrimitives.Dot<float>(qn.AsSpan(i * dim, dim), kn);
+                    var s = logits.AsSpan(i * queueLength, queueLength);
+                    var queueMax = TensorPrimitives.Max<float>(s);
+                    var max = Math.Max(queueMax, positive);
+                    var rowLse = (max * inverseTemperature) + Math.Log(Math.Exp((positive - max) * inverseTemperature) + SumExp(s, max, inverseTemperature));
+                    perRow[i] = rowLse - (positive * inverseTemperature);
+                    perRow[batch + i] = positive;
+                    perRow[(2 * batch) + i] = positive >= queueMax ? 1 : 0;
+                    if (dq is null)
                     {
-                        var qn = vectors.AsSpan(0, dim);
-                        var kn = vectors.AsSpan(dim, dim);
-                        var chunk = vectors.AsSpan(2 * dim, dim);
-                        var qRow = qs.AsSpan(i * dim, dim);
-                        var qNorm = TensorPrimitives.Norm<float>(qRow);
-                        TensorPrimitives.Multiply(qRow, 1f / MathF.Max(qNorm, NormEpsilon), qn);
-                        var kRow = ks.AsSpan(i * dim, dim);
-                        TensorPrimitives.Multiply(kRow, 1f / MathF.Max(TensorPrimitives.Norm<float>(kRow), NormEpsilon), kn);
-
-                        var positive = TensorPrimitives.Dot<float>(qn, kn);
-                        var s = logits.AsSpan(0, queueLength);
-                        for (var j = 0; j < queueLength; j++)
-                        {
-                            s[j] = TensorPrimitives.Dot<float>(qn, keys.AsSpan(j * dim, dim));
-                        }
-                        var queueMax = TensorPrimitives.Max<float>(s);
-                        var max = Math.Max(queueMax, positive);
-                        var rowLse = (max * inverseTemperature) + Math.Log(Math.Exp((positive - max) * inverseTemperature) + SumExp(s, max, inverseTemperature));
-                        perRow[i] = rowLse - (positive * inverseTemperature);
-                        perRow[batch + i] = positive;
-                        perRow[(2 * batch) + i] = positive >= queueMax ? 1 : 0;
-                        if (dq is null)
-                        {
-                            continue;
-                        }
-
-                        // dq_n = factor * (sum_j P_j key_j + (P_0 - 1) kn), summed in fp32 chunks into doubles.
-                        var g = gradient.AsSpan(0, dim);
-                        g.Clear();
-                        for (var j0 = 0; j0 < queueLength; j0 += GradientChunk)
-                        {
-                            chunk.Clear();
-                            for (var j = j0; j < Math.Min(queueLength, j0 + GradientChunk); j++)
-                            {
-                                var p = (float)Math.Exp((s[j] * inverseTemperature) - rowLse);
-                                TensorPrimitives.MultiplyAdd(keys.AsSpan(j * dim, dim), p, chunk, chunk);
-                            }
-                            AddTo(g, chunk);
-                        }
-                        var positiveWeight = Math.Exp((positive * inverseTemperature) - rowLse) - 1.0;
-                        for (var f = 0; f < dim; f++)
-                        {
-                            g[f] = factor * (g[f] + (positiveWeight * kn[f]));
-                        }
-                        ProjectOutOfRow(g, qn, qNorm, dqs.AsSpan(i * dim, dim));
+                        continue;
                     }
-                }
-                finally
-                {
-                    ArrayPool<float>.Shared.Return(logits);
-                    ArrayPool<float>.Shared.Return(vectors);
-                    ArrayPool<double>.Shared.Return(gradient);
+                    // The logits become the softmax weights P_j of the queue's keys.
+                    for (var j = 0; j < s.Length; j++)
+                    {
+                        s[j] = (float)Math.Exp((s[j] * inverseTemperature) - rowLse);
+                    }
                 }
             });
             WriteStats(perRow, batch, stats);
+            if (dq is null)
+            {
+                return;
+            }
+            // sum_j P_j key_j for every row at once.
+            GemmAny(logits, false, keys, false, weightedKeys, batch, queueLength, dim, 1f, 0f);
+            CpuParallel.For(batch, 4L * dim, (start, end) =>
+            {
+                Span<float> kn = stackalloc float[dim];
+                Span<double> g = stackalloc double[dim];
+                for (var i = start; i < end; i++)
+                {
+                    var kRow = ks.AsSpan(i * dim, dim);
+                    TensorPrimitives.Multiply(kRow, 1f / MathF.Max(TensorPrimitives.Norm<float>(kRow), NormEpsilon), kn);
+                    var rowLse = perRow[i] + (perRow[batch + i] * inverseTemperature);
+                    var positiveWeight = Math.Exp((perRow[batch + i] * inverseTemperature) - rowLse) - 1.0;
+                    var sums = weightedKeys.AsSpan(i * dim, dim);
+                    for (var f = 0; f < dim; f++)
+                    {
+                        g[f] = factor * (sums[f] + (positiveWeight * kn[f]));
+                    }
+                    ProjectOutOfRow(g, qn.AsSpan(i * dim, dim), (float)perRow[(3 * batch) + i], dqs.AsSpan(i * dim, dim));
+                }
+            });
         }
         finally
         {
