@@ -9,6 +9,9 @@ quick=${1:-}
 python=${PYTHON:-python3}
 "$python" -c 'import torchvision' 2>/dev/null || python=/usr/bin/python3
 host=$("$python" -c 'import re,socket; print("-".join(p for p in re.split(r"[ /()_]+", socket.gethostname().lower()) if p))')
+# The host and its widest vector ISA, as the engine names CPU-only results (ResultsFile.CpuHost).
+isa=$(grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo avx512 || { grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo avx2; } || true)
+host="$host${isa:+-$isa}"
 
 echo "== engine: augment ($(nproc) cores on $host)"
 dotnet run -c Release --project bench/NativeContrast.Bench -- augment --results bench/results $quick

@@ -12,6 +12,9 @@ bench_dll=.device/app/NativeContrast.Bench/NativeContrast.Bench.dll
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 slug=$(python3 -c 'import re,sys; print("-".join(p for p in re.split(r"[ /()_]+", sys.argv[1].lower()) if p))' "${gpu:-cpu-only}")
 host=$(python3 -c 'import re,socket; print("-".join(p for p in re.split(r"[ /()_]+", socket.gethostname().lower()) if p))')
+# The host and its widest vector ISA, as the engine names CPU-only results (ResultsFile.CpuHost).
+isa=$(grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo avx512 || { grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo avx2; } || true)
+host="$host${isa:+-$isa}"
 status=0
 
 echo "== engine benchmarks ($gpu)"

@@ -42,6 +42,13 @@ public static class ResultsFile
         File.Move(temporary, path, overwrite: true);
     }
 
+    /// <summary>
+    /// The CPU host of CPU-only records: the machine's name and its widest vector ISA ("vm-avx512", "vm-avx2"), since a
+    /// shared VM's name stays while the CPU under it changes. The scripts' Python peers name the host the same way.
+    /// </summary>
+    public static string CpuHost() =>
+        Slug(Environment.MachineName) + (System.Runtime.Intrinsics.X86.Avx512F.IsSupported ? "-avx512" : System.Runtime.Intrinsics.X86.Avx2.IsSupported ? "-avx2" : "");
+
     /// <summary>A file-name-safe GPU name ("NVIDIA H100 80GB HBM3" → "nvidia-h100-80gb-hbm3").</summary>
     public static string Slug(string name) =>
         string.Join('-', name.ToLowerInvariant().Split([' ', '/', '(', ')', '_'], StringSplitOptions.RemoveEmptyEntries));

@@ -96,7 +96,7 @@ public static class Program
             Console.WriteLine($"== {suite.Name}");
             var context = new BenchContext(cpu, gpu, quick, profile);
             suite.Run(context);
-            var host = suite.NeedsGpu ? ResultsFile.Slug(context.DeviceName) : ResultsFile.Slug(Environment.MachineName);
+            var host = suite.NeedsGpu ? ResultsFile.Slug(context.DeviceName) : ResultsFile.CpuHost();
             var path = Path.Combine(resultsDir, $"{suite.ResultsName}-{host}.json");
             ResultsFile.Append(path, context.Records);
             Console.WriteLine($"   {context.Records.Count} records appended to {path}");
