@@ -197,18 +197,23 @@ public sealed partial class CpuBackend
                     var s = logits.AsSpan(i * queueLength, queueLength);
                     var queueMax = TensorPrimitives.Max<float>(s);
                     var max = Math.Max(queueMax, positive);
-                    var rowLse = (max * inverseTemperature) + Math.Log(Math.Exp((positive - max) * inverseTemperature) + SumExp(s, max, inverseTemperature));
+                    // e_j = exp((s_j − max) / τ), vectorised in fp32 (each within an ulp or two), summed in double; the
+                    // logits become the softmax weights P_j = e_j / Σ of the queue's keys.
+                    TensorPrimitives.Subtract(s, max, s);
+                    TensorPrimitives.Multiply(s, (float)inverseTemperature, s);
+                    TensorPrimitives.Exp(s, s);
+                    var sum = Math.Exp((positive - max) * inverseTemperature);
+                    foreach (var e in s)
+                    {
+                        sum += e;
+                    }
+                    var rowLse = (max * inverseTemperature) + Math.Log(sum);
                     perRow[i] = rowLse - (positive * inverseTemperature);
                     perRow[batch + i] = positive;
                     perRow[(2 * batch) + i] = positive >= queueMax ? 1 : 0;
-                    if (dq is null)
+                    if (dq is not null)
                     {
-                        continue;
-                    }
-                    // The logits become the softmax weights P_j of the queue's keys.
-                    for (var j = 0; j < s.Length; j++)
-                    {
-                        s[j] = (float)Math.Exp((s[j] * inverseTemperature) - rowLse);
+                        TensorPrimitives.Multiply(s, (float)(1.0 / sum), s);
                     }
                 }
             });
