@@ -153,11 +153,12 @@ public sealed partial class CpuBackend
     }
 
     /// <summary>
-    /// Workspace: the normalised queries [batch, dim], their logits against the queue (then the probabilities)
-    /// [batch, queue] and the probability-weighted key sums [batch, dim]. Against a queue the batch is small and the
-    /// queue long, so the two products are GEMMs (OpenBLAS), as PyTorch's MoCo computes them.
+    /// Workspace: the normalised queries and keys [batch, dim] each, their norms [batch] each, the logits against
+    /// the queue (then the probabilities) [batch, queue] and the probability-weighted key sums [batch, dim]. Against a
+    /// queue the batch is small and the queue long, so the two products are GEMMs (OpenBLAS), as PyTorch's MoCo
+    /// computes them.
     /// </summary>
-    public long InfoNceWorkspaceLength(int batch, int dim, int queueLength, MatmulPrecision precision) => (long)batch * (queueLength + (2L * dim));
+    public long InfoNceWorkspaceLength(int batch, int dim, int queueLength, MatmulPrecision precision) => (long)batch * (queueLength + (3L * dim) + 2);
 
     public void InfoNce(Tensor q, Tensor k, KeyQueue queue, float temperature, MatmulPrecision precision, Tensor workspace, Tensor stats, Tensor? dq, float gradScale = 1f)
     {
@@ -166,34 +167,29 @@ public sealed partial class CpuBackend
         var queueLength = queue.Capacity;
         ContrastiveCheck.Workspace(workspace, InfoNceWorkspaceLength(batch, dim, queueLength, precision));
         ContrastiveCheck.Stats(stats);
-        var (qs, ks, keys, space) = (CpuArray(q), CpuArray(k), CpuArray(keyQueue.Keys), CpuArray(workspace));
+        var (keys, space) = (CpuArray(keyQueue.Keys), CpuArray(workspace));
         var dqs = dq is null ? default : CpuArray(dq);
-        var logitsLength = batch * queueLength;
-        var qn = space.Slice(0, batch * dim);
-        var logits = space.Slice(batch * dim, logitsLength);
-        var weightedKeys = space.Slice((batch * dim) + logitsLength, batch * dim);
+        var rowsLength = batch * dim;
+        var qn = space.Slice(0, rowsLength);
+        var kn = space.Slice(rowsLength, rowsLength);
+        var qNorms = space.Slice(2 * rowsLength, batch);
+        var keyNorms = space.Slice((2 * rowsLength) + batch, batch);
+        var logits = space.Slice((2 * rowsLength) + (2 * batch), batch * queueLength);
+        var weightedKeys = space.Slice((2 * rowsLength) + (2 * batch) + (batch * queueLength), rowsLength);
+        NormalizeRows(CpuArray(q), qn, qNorms, batch, dim);
+        NormalizeRows(CpuArray(k), kn, keyNorms, batch, dim);
         var inverseTemperature = 1.0 / temperature;
         var factor = (double)gradScale / (batch * (double)temperature);
-        var perRow = ArrayPool<double>.Shared.Rent(4 * batch);
+        var perRow = ArrayPool<double>.Shared.Rent(3 * batch);
         try
         {
-            for (var i = 0; i < batch; i++)
-            {
-                var qRow = qs.AsSpan(i * dim, dim);
-                var norm = TensorPrimitives.Norm<float>(qRow);
-                perRow[(3 * batch) + i] = norm;
-                TensorPrimitives.Multiply(qRow, 1f / MathF.Max(norm, NormEpsilon), qn.AsSpan(i * dim, dim));
-            }
             // logits = qn · queueᵀ (cosines: the queue holds unit keys).
             GemmAny(qn, false, keys, true, logits, batch, dim, queueLength, 1f, 0f);
             CpuParallel.For(batch, 4L * queueLength, (start, end) =>
             {
-                Span<float> kn = stackalloc float[dim];
                 for (var i = start; i < end; i++)
                 {
-                    var kRow = ks.AsSpan(i * dim, dim);
-                    TensorPrimitives.Multiply(kRow, 1f / MathF.Max(TensorPrimitives.Norm<float>(kRow), NormEpsilon), kn);
-                    var positive = TensorPrimitives.Dot<float>(qn.AsSpan(i * dim, dim), kn);
+                    var positive = TensorPrimitives.Dot<float>(qn.AsSpan(i * dim, dim), kn.AsSpan(i * dim, dim));
                     var s = logits.AsSpan(i * queueLength, queueLength);
                     var queueMax = TensorPrimitives.Max<float>(s);
                     var max = Math.Max(queueMax, positive);
@@ -207,8 +203,7 @@ public sealed partial class CpuBackend
                     {
                         sum += e;
                     }
-                    var rowLse = (max * inverseTemperature) + Math.Log(sum);
-                    perRow[i] = rowLse - (positive * inverseTemperature);
+                    perRow[i] = (max * inverseTemperature) + Math.Log(sum) - (positive * inverseTemperature);
                     perRow[batch + i] = positive;
                     perRow[(2 * batch) + i] = positive >= queueMax ? 1 : 0;
                     if (dq is not null)
@@ -226,20 +221,18 @@ public sealed partial class CpuBackend
             GemmAny(logits, false, keys, false, weightedKeys, batch, queueLength, dim, 1f, 0f);
             CpuParallel.For(batch, 4L * dim, (start, end) =>
             {
-                Span<float> kn = stackalloc float[dim];
                 Span<double> g = stackalloc double[dim];
                 for (var i = start; i < end; i++)
                 {
-                    var kRow = ks.AsSpan(i * dim, dim);
-                    TensorPrimitives.Multiply(kRow, 1f / MathF.Max(TensorPrimitives.Norm<float>(kRow), NormEpsilon), kn);
-                    var rowLse = perRow[i] + (perRow[batch + i] * inverseTemperature);
-                    var positiveWeight = Math.Exp((perRow[batch + i] * inverseTemperature) - rowLse) - 1.0;
+                    // The positive's weight P_0 − 1, where P_0 = exp(−loss_i).
+                    var positiveWeight = Math.Exp(-perRow[i]) - 1.0;
                     var sums = weightedKeys.AsSpan(i * dim, dim);
+                    var key = kn.AsSpan(i * dim, dim);
                     for (var f = 0; f < dim; f++)
                     {
-                        g[f] = factor * (sums[f] + (positiveWeight * kn[f]));
+                        g[f] = factor * (sums[f] + (positiveWeight * key[f]));
                     }
-                    ProjectOutOfRow(g, qn.AsSpan(i * dim, dim), (float)perRow[(3 * batch) + i], dqs.AsSpan(i * dim, dim));
+                    ProjectOutOfRow(g, qn.AsSpan(i * dim, dim), qNorms[i], dqs.AsSpan(i * dim, dim));
                 }
             });
         }
