@@ -17,7 +17,9 @@ using NativeContrast.Tensors;
 /// <item>simclr-step: two views of a batch of 64 through ResNet-18 width 0.25 + a 2-layer projector (128→512→128),
 /// NT-Xent (τ 0.5), LARS;</item>
 /// <item>infonce-queue: MoCo v2's loss alone, 128 queries (both views of a symmetric step at batch 64) against a queue of
-/// 16,384 unit keys, d 128, τ 0.2: the loss and dq (the peer: the logits' matmul, cross-entropy and autograd).</item>
+/// 16,384 unit keys, d 128, τ 0.2: the loss and dq (the peer: the logits' matmul, cross-entropy and autograd);</item>
+/// <item>masked-infonce: PiCO's label-masked InfoNCE alone at its defaults, 256 queries and their keys against a queue of
+/// 8,192 labelled keys, 10 classes, d 128, τ 0.07: the loss and dq (the peer: PiCO's SupConLoss with autograd).</item>
 /// </list>
 /// Reported: median ms per step over several steps after a warm-up, images/s (a SimCLR step counts both views),
 /// and the floor: the step's convolution and linear FLOPs at the sgemm throughput measured in the same run.
@@ -28,7 +30,7 @@ public sealed class CpuBench : IBenchSuite
 {
     public string Name => "cpu";
 
-    public string Description => "CPU training steps (ResNet-18 CIFAR b32/b128, width-0.25 b128, SimCLR step) and MoCo's queue loss against PyTorch CPU";
+    public string Description => "CPU training steps (ResNet-18 CIFAR b32/b128, width-0.25 b128, SimCLR step) and the queue losses of MoCo and PiCO against PyTorch CPU";
 
     public string ResultsName => "cpu";
 
@@ -56,6 +58,40 @@ public sealed class CpuBench : IBenchSuite
         var viewBatch = quick ? 32 : 64;
         context.Add(Record("simclr-step", $"r18w025-32x32x3-2x{viewBatch}", SimClrStep(cpu, small, viewBatch, repetitions, context.Profile), 2 * viewBatch, gflops));
         context.Add(InfoNceQueue(cpu, queries: 128, queueLength: 16384, dim: 128, repetitions, gflops));
+        context.Add(MaskedInfoNce(cpu, queries: 256, queueLength: 8192, dim: 128, classes: 10, repetitions, gflops));
+    }
+
+    private static BenchRecord MaskedInfoNce(CpuBackend cpu, int queries, int queueLength, int dim, int classes, int repetitions, double gflops)
+    {
+        using var q = cpu.Allocate(new TensorShape(queries, dim), "q");
+        using var k = cpu.Allocate(new TensorShape(queries, dim), "k");
+        using var keys = cpu.Allocate(new TensorShape(queueLength, dim), "keys");
+        using var labels = cpu.Allocate(new TensorShape(queries), "labels");
+        using var keyLabels = cpu.Allocate(new TensorShape(queueLength), "key labels");
+        using var dq = cpu.Allocate(new TensorShape(queries, dim), "dq");
+        cpu.RandomNormal(q, seed: 2, offset: 0);
+        cpu.RandomNormal(k, seed: 3, offset: 0);
+        cpu.RandomNormal(keys, seed: 4, offset: 0);
+        var rng = new Random(5);
+        cpu.CopyFromHost([.. Enumerable.Range(0, queries).Select(_ => (float)rng.Next(classes))], labels);
+        cpu.CopyFromHost([.. Enumerable.Range(0, queueLength).Select(_ => (float)rng.Next(classes))], keyLabels);
+        using var loss = new LabelMaskedInfoNceLoss(cpu, queries, dim, queueLength, temperature: 0.07f);
+        loss.Enqueue(keys, keyLabels);
+        var ms = MedianMs(() => loss.Compute(q, k, labels, dq), repetitions);
+        var flops = 2.0 * 2.0 * queries * (2.0 * queries + queueLength) * dim;
+        return new BenchRecord
+        {
+            Kernel = "masked-infonce",
+            Case = $"B={queries} K={queueLength} d={dim} classes={classes} loss+dq",
+            Impl = "ours",
+            MedianMs = ms,
+            Gpu = "cpu-only",
+            FloorMs = flops / (gflops * 1e6),
+            Tflops = flops / (ms * 1e9),
+            Throughput = queries / (ms / 1000),
+            ThroughputUnit = "queries/s",
+            Note = $"{Environment.ProcessorCount} cores, load {LoadAverage()}; floor = the four GEMMs' FLOPs at {gflops:F0} GFLOP/s (measured sgemm); workspace {loss.WorkspaceBytes >> 20} MiB",
+        };
     }
 
     private static BenchRecord InfoNceQueue(CpuBackend cpu, int queries, int queueLength, int dim, int repetitions, double gflops)

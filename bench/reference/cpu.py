@@ -10,6 +10,8 @@ The same cases as the engine's "cpu" suite, torch.set_num_threads(cores), eager 
   simclr-step:       two views of 64 images through ResNet-18 width 0.25 + Linear(128, 512)-ReLU-Linear(512, 128),
                      NT-Xent (tau 0.5) and LARS (SimCLR's: trust eta*|w|/(|g| + wd*|w|), biases and BN excluded);
   infonce-queue:     MoCo's loss alone: 128 queries against a queue of 16,384 unit keys, d 128, tau 0.2, loss + dq.
+  masked-infonce:    PiCO's loss alone (its SupConLoss): 256 queries and keys against a queue of 8,192 labelled keys,
+                     10 classes, d 128, tau 0.07, loss + dq.
 median_ms is the wall-clock median of several steps after two untimed ones; throughput counts images (both views).
 The engine asks OpenMP to sleep when idle (OMP_WAIT_POLICY=PASSIVE, see CpuLibraries.cs); run with that variable set,
 this peer records itself as "pytorch-passive" so both settings can be compared (bench/run-cpu.sh runs both).
@@ -141,6 +143,32 @@ def infonce_queue(queries, queue_length, dim, reps):
     return median_ms(step, reps)
 
 
+def masked_infonce(queries, queue_length, dim, classes, reps):
+    """PiCO's SupConLoss: anchors q against cat(q, k, queue), positives = same label, self excluded, dq."""
+    torch.manual_seed(0)
+    q = torch.randn(queries, dim, requires_grad=True)
+    k = torch.randn(queries, dim)
+    queue = F.normalize(torch.randn(queue_length, dim), dim=1)
+    labels = torch.randint(classes, (queries,))
+    queue_labels = torch.randint(classes, (queue_length,))
+    all_labels = torch.cat([labels, labels, queue_labels])
+    mask = (labels[:, None] == all_labels[None, :]).float()
+    logits_mask = torch.ones_like(mask).scatter_(1, torch.arange(queries)[:, None], 0)
+    mask = mask * logits_mask
+
+    def step():
+        q.grad = None
+        qn, kn = F.normalize(q, dim=1), F.normalize(k, dim=1)
+        features = torch.cat([qn, kn, queue], dim=0)
+        logits = qn @ features.t() / 0.07
+        logits = logits - logits.max(dim=1, keepdim=True)[0].detach()
+        log_prob = logits - torch.log((torch.exp(logits) * logits_mask).sum(1, keepdim=True) + 1e-12)
+        loss = -((mask * log_prob).sum(1) / mask.sum(1)).mean()
+        loss.backward()
+
+    return median_ms(step, reps)
+
+
 def load_average():
     return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown"
 
@@ -174,6 +202,7 @@ def main():
     view_batch = 32 if args.quick else 64
     add("simclr-step", f"r18w025-32x32x3-2x{view_batch}", simclr_step(view_batch, reps), 2 * view_batch)
     add("infonce-queue", "B=128 K=16384 d=128 loss+dq", infonce_queue(128, 16384, 128, reps), 128, "queries/s")
+    add("masked-infonce", "B=256 K=8192 d=128 classes=10 loss+dq", masked_infonce(256, 8192, 128, 10, reps), 256, "queries/s")
     append_records(args.out, records)
 
 

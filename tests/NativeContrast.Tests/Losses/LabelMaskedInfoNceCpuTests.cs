@@ -170,10 +170,12 @@ public class LabelMaskedInfoNceCpuTests
         using var queue = _cpu.CreateKeyQueue(6, 3);
         using var queueLabels = _cpu.Allocate(new TensorShape(6), "queue labels");
         using var stats = _cpu.Allocate(new TensorShape(3), "stats");
-        using var workspace = _cpu.Allocate(new TensorShape(1), "workspace");
-        void Call(Tensor q, Tensor k, Tensor labels, KeyQueue? queue, Tensor? queueLabels, Tensor? dq = null, float tau = 0.1f, Tensor? st = null) =>
-            _cpu.LabelMaskedInfoNce(q, k, labels, queue, queueLabels, tau, workspace, st ?? stats, dq);
+        using var workspace = _cpu.Allocate(new TensorShape(checked((int)_cpu.LabelMaskedInfoNceWorkspaceLength(4, 3, 6))), "workspace");
+        void Call(Tensor q, Tensor k, Tensor labels, KeyQueue? queue, Tensor? queueLabels, Tensor? dq = null, float tau = 0.1f, Tensor? st = null, Tensor? ws = null) =>
+            _cpu.LabelMaskedInfoNce(q, k, labels, queue, queueLabels, tau, ws ?? workspace, st ?? stats, dq);
         Assert.DoesNotThrow(() => Call(q, k, labels, queue, queueLabels), "the well-formed call");
+        using var smallWorkspace = _cpu.Allocate(new TensorShape((int)workspace.Length - 1), "workspace");
+        Assert.That(() => Call(q, k, labels, queue, queueLabels, ws: smallWorkspace), Throws.ArgumentException.With.Message.Contains($"workspace [{workspace.Length - 1}]").And.Message.Contains($"{workspace.Length} floats"));
 
         using var vector = _cpu.Allocate(new TensorShape(12), "q");
         Assert.That(() => Call(vector, k, labels, queue, queueLabels), Throws.ArgumentException.With.Message.Contains("q [12]").And.Message.Contains("[batch, dim]"));
