@@ -240,11 +240,11 @@ public sealed class Trainer : IDisposable
             throw new CheckpointException(path, null, $"the checkpoint is from another recipe: {string.Join("; ", differences)} (resume with the original run's options)");
         }
         // The method's options (temperature, queue, momentum, head widths...) and the optimiser's are the recipe too.
-        if (saved.Sections.TryGetValue("method", out var methodOptions) && RunSpec.FieldDifferences(_method.DescribeOptions(), methodOptions) is { Count: > 0 } methodDifferences)
+        if (saved.Sections.TryGetValue("method", out var methodOptions) && JsonFields.Differences(_method.DescribeOptions(), methodOptions) is { Count: > 0 } methodDifferences)
         {
             throw new CheckpointException(path, null, $"the checkpoint is from another {_method.Name} recipe: {string.Join("; ", methodDifferences)} (resume with the original run's options)");
         }
-        if (saved.Sections.TryGetValue(ScheduleSection, out var schedule) && RunSpec.FieldDifferences(_scheduleJson, schedule) is { Count: > 0 } scheduleDifferences)
+        if (saved.Sections.TryGetValue(ScheduleSection, out var schedule) && JsonFields.Differences(_scheduleJson, schedule) is { Count: > 0 } scheduleDifferences)
         {
             throw new CheckpointException(path, null, $"the checkpoint is from another optimiser recipe: {string.Join("; ", scheduleDifferences)} (resume with the original run's --optimizer, --lr, --wd and --warmup-epochs)");
         }

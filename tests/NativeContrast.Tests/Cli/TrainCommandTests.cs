@@ -1,6 +1,7 @@
 namespace NativeContrast.Tests.Cli;
 
 using System.Diagnostics;
+using System.Globalization;
 using NativeContrast.Checkpoints;
 using NativeContrast.Cli;
 using NativeContrast.Cli.Commands;
@@ -107,7 +108,13 @@ public class TrainCommandTests
         Assert.That(train.Code, Is.EqualTo(Program.Success), train.Error + train.Output);
         var file = new IndependentSafetensors(Path.Combine(run, Trainer.CheckpointFileName));
         Assert.That(file["projector.0.weight"].Shape, Is.EqualTo(new long[] { 24, 64 }), "ResNet-10 x0.125's 64 features into 24 hidden units");
-        Assert.That(file.Entries.Where(e => e.Name.StartsWith("projector.", StringComparison.Ordinal) && e.Name.EndsWith(".weight", StringComparison.Ordinal) && e.Shape.Length == 2).Skip(1).First().Shape[1], Is.EqualTo(24), "the next layer reads the 24 hidden units");
+        // The head's linear layers by their index in the head (projector.<index>.weight), whatever the file's order.
+        var linears = file.Entries
+            .Where(e => e.Name.StartsWith("projector.", StringComparison.Ordinal) && e.Name.EndsWith(".weight", StringComparison.Ordinal) && e.Shape.Length == 2)
+            .OrderBy(e => int.Parse(e.Name.Split('.')[1], CultureInfo.InvariantCulture))
+            .ToArray();
+        Assert.That(linears[0].Name, Is.EqualTo("projector.0.weight"));
+        Assert.That(linears[1].Shape[1], Is.EqualTo(24), $"the next linear layer ({linears[1].Name}) reads the 24 hidden units");
 
         var narrower = Run([.. args, "--resume", run]);
         Assert.That(narrower.Code, Is.EqualTo(Program.Failure));
