@@ -92,7 +92,7 @@ public sealed class MarginContrastive(MarginOptions? options = null) : Method
 
     public override string DescribeOptions() => string.Create(
         CultureInfo.InvariantCulture,
-        $"{{\"hidden_dim\":{Options.HiddenDim?.ToString(CultureInfo.InvariantCulture) ?? "null"},\"output_dim\":{Options.OutputDim},\"margin\":{Options.Margin:R},\"augmentations\":\"{Options.Augmentations}\"}}");
+        $"{{\"hidden_dim\":{MethodJson.HiddenWidth(Options.HiddenDim, _projector)},\"output_dim\":{Options.OutputDim},\"margin\":{Options.Margin:R},\"augmentations\":\"{Options.Augmentations}\"}}");
 
     protected override void DisposeOwned()
     {

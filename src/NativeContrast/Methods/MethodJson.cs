@@ -1,5 +1,6 @@
 namespace NativeContrast.Methods;
 
+using System.Globalization;
 using System.Text.Json;
 using NativeContrast.Nn;
 
@@ -10,6 +11,14 @@ using NativeContrast.Nn;
 /// </summary>
 public static class MethodJson
 {
+    /// <summary>
+    /// A projection head's hidden width as the self-supervised methods' sections record it: null for the backbone's
+    /// feature width (the default), whether left to the default or given, so that naming the default on a resume is not
+    /// another recipe; the width otherwise. Before the head is built, the option as given.
+    /// </summary>
+    public static string HiddenWidth(int? option, MlpHead? head) =>
+        option is { } width && width != head?.Options.InputDim ? width.ToString(CultureInfo.InvariantCulture) : "null";
+
     public static void WriteHead(Utf8JsonWriter json, MlpHeadOptions? head)
     {
         ArgumentNullException.ThrowIfNull(json);

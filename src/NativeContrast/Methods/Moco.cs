@@ -234,7 +234,7 @@ public sealed class Moco(MocoOptions? options = null) : Method
 
     public override string DescribeOptions() => string.Create(
         CultureInfo.InvariantCulture,
-        $"{{\"version\":{Options.Version},\"projector_layers\":{Options.ProjectorLayers},\"hidden_dim\":{Options.HiddenDim?.ToString(CultureInfo.InvariantCulture) ?? "null"},\"output_dim\":{Options.OutputDim},\"temperature\":{Options.Temperature:R},\"queue\":{_loss?.Queue.Capacity ?? Options.QueueLength},\"momentum\":{Options.Momentum:R},\"momentum_cosine\":{(Options.MomentumCosine ? "true" : "false")},\"symmetric\":{(Options.Symmetric ? "true" : "false")},\"augmentations\":\"{Options.Augmentations}\",\"shuffle_bn\":{(Options.ShuffleBn ? "true" : "false")}}}");
+        $"{{\"version\":{Options.Version},\"projector_layers\":{Options.ProjectorLayers},\"hidden_dim\":{MethodJson.HiddenWidth(Options.HiddenDim, _projector)},\"output_dim\":{Options.OutputDim},\"temperature\":{Options.Temperature:R},\"queue\":{_loss?.Queue.Capacity ?? Options.QueueLength},\"momentum\":{Options.Momentum:R},\"momentum_cosine\":{(Options.MomentumCosine ? "true" : "false")},\"symmetric\":{(Options.Symmetric ? "true" : "false")},\"augmentations\":\"{Options.Augmentations}\",\"shuffle_bn\":{(Options.ShuffleBn ? "true" : "false")}}}");
 
     /// <summary>This rank's keys, and every rank's in rank order (this rank's alone in one process).</summary>
     private (Tensor Own, Tensor All) Keys(Tensor keyImages, long step)

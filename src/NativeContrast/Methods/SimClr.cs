@@ -220,7 +220,7 @@ public sealed class SimClr(SimClrOptions? options = null) : Method
 
     public override string DescribeOptions() => string.Create(
         CultureInfo.InvariantCulture,
-        $"{{\"projector_layers\":{Options.ProjectorLayers},\"hidden_dim\":{Options.HiddenDim?.ToString(CultureInfo.InvariantCulture) ?? "null"},\"output_dim\":{Options.OutputDim},\"projector_bn\":{(Options.ProjectorBatchNorm ? "true" : "false")},\"temperature\":{Options.Temperature:R},\"augmentations\":\"{Options.Augmentations}\",\"queue\":{_queueLoss?.Queue.Capacity ?? 0},\"momentum\":{Options.Momentum:R},\"momentum_cosine\":{(Options.MomentumCosine ? "true" : "false")}}}");
+        $"{{\"projector_layers\":{Options.ProjectorLayers},\"hidden_dim\":{MethodJson.HiddenWidth(Options.HiddenDim, _projector)},\"output_dim\":{Options.OutputDim},\"projector_bn\":{(Options.ProjectorBatchNorm ? "true" : "false")},\"temperature\":{Options.Temperature:R},\"augmentations\":\"{Options.Augmentations}\",\"queue\":{_queueLoss?.Queue.Capacity ?? 0},\"momentum\":{Options.Momentum:R},\"momentum_cosine\":{(Options.MomentumCosine ? "true" : "false")}}}");
 
     protected override void DisposeOwned()
     {

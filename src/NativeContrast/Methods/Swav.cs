@@ -285,7 +285,7 @@ public sealed class Swav(SwavOptions? options = null) : Method
 
     public override string DescribeOptions() => string.Create(
         CultureInfo.InvariantCulture,
-        $"{{\"hidden_dim\":{Options.HiddenDim?.ToString(CultureInfo.InvariantCulture) ?? "null"},\"output_dim\":{Options.OutputDim},\"prototypes\":{Options.Prototypes},\"temperature\":{Options.Temperature:R},\"epsilon\":{Options.Epsilon:R},\"sinkhorn_iterations\":{Options.SinkhornIterations},\"small_crops\":{Options.SmallCrops},\"queue\":{Options.QueueLength},\"queue_start_epoch\":{Options.QueueStartEpoch},\"freeze_prototypes_epochs\":{Options.FreezePrototypesEpochs:R},\"augmentations\":\"{Options.Augmentations}\"}}");
+        $"{{\"hidden_dim\":{MethodJson.HiddenWidth(Options.HiddenDim, _projector)},\"output_dim\":{Options.OutputDim},\"prototypes\":{Options.Prototypes},\"temperature\":{Options.Temperature:R},\"epsilon\":{Options.Epsilon:R},\"sinkhorn_iterations\":{Options.SinkhornIterations},\"small_crops\":{Options.SmallCrops},\"queue\":{Options.QueueLength},\"queue_start_epoch\":{Options.QueueStartEpoch},\"freeze_prototypes_epochs\":{Options.FreezePrototypesEpochs:R},\"augmentations\":\"{Options.Augmentations}\"}}");
 
     /// <summary>
     /// The assignment crops' normalised embeddings over the oldest queued features (a ring: Sinkhorn ignores row order);

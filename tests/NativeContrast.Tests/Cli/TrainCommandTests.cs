@@ -119,6 +119,14 @@ public class TrainCommandTests
         var narrower = Run([.. args, "--resume", run]);
         Assert.That(narrower.Code, Is.EqualTo(Program.Failure));
         Assert.That(narrower.Error, Does.Contain($"another {method} recipe: hidden_dim null here, 24 in the checkpoint"), "resuming without --proj-hidden is another recipe");
+
+        // Naming the default width (the backbone's 64 features) on a resume is the same recipe.
+        var plain = Path.Combine(_folder, method + "-default");
+        string[] plainArgs = ["train", .. Tiny, "--method", method, "--out", plain, .. method == "swav" ? new[] { "--prototypes", "20", "--small-crops", "0" } : []];
+        var first = Run(plainArgs);
+        Assert.That(first.Code, Is.EqualTo(Program.Success), first.Error + first.Output);
+        var named = Run([.. plainArgs, "--proj-hidden", "64", "--resume", plain]);
+        Assert.That(named.Code, Is.EqualTo(Program.Success), named.Error + named.Output);
     }
 
     [Test]
