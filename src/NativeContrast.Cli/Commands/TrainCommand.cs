@@ -71,6 +71,7 @@ public static class TrainCommand
         var symmetric = new Option<bool>("--symmetric") { Description = "MoCo: both views as queries against the other's keys (solo-learn's mocov2plus)." };
         var shuffleBn = new Option<bool>("--shuffle-bn") { Description = "MoCo under mpirun: the key encoder runs on a shard of a permutation of the global key batch (MoCo's shuffle-BN), its batch norms per rank; use with --sync-bn false for MoCo's recipe." };
         var prototypes = new Option<int?>("--prototypes") { Description = "SwAV: prototypes (default 3000)." };
+        var sinkhornEpsilon = new Option<float?>("--sinkhorn-epsilon") { Description = "SwAV: epsilon, the entropic regularisation of the Sinkhorn codes (default 0.05; smaller gives sharper codes)." };
         var smallCrops = new Option<int?>("--small-crops") { Description = "SwAV: small crops besides the two large ones (default 6)." };
         var queueStart = new Option<int?>("--queue-start-epoch") { Description = "SwAV: the epoch from which the feature queue fills (default 0); it is used once full." };
         var freezePrototypes = new Option<double?>("--freeze-prototypes-epochs") { Description = "SwAV: epochs during which the prototypes stay frozen (default 1)." };
@@ -90,7 +91,7 @@ public static class TrainCommand
         {
             method, backbone, width, stem, dataset, dataDir, imageSize, trainImages, epochs, batch, lr, optimizer, weightDecay, warmup, views, temperature,
             device, precision, output, seed, resume, knnEvery, knnBank, workers,
-            projectorHidden, queue, momentum, momentumCosine, symmetric, shuffleBn, prototypes, smallCrops, queueStart, freezePrototypes, margin, cropScale, labels, labelsSeed,
+            projectorHidden, queue, momentum, momentumCosine, symmetric, shuffleBn, prototypes, sinkhornEpsilon, smallCrops, queueStart, freezePrototypes, margin, cropScale, labels, labelsSeed,
             partialRate, lossWeight, prototypeStart, syncBn, failRank, failStep, failMode,
         };
         command.SetAction(parse => Run(
@@ -114,6 +115,7 @@ public static class TrainCommand
                     Symmetric = parse.GetValue(symmetric),
                     ShuffleBn = parse.GetValue(shuffleBn),
                     Prototypes = parse.GetValue(prototypes),
+                    SinkhornEpsilon = parse.GetValue(sinkhornEpsilon),
                     SmallCrops = parse.GetValue(smallCrops),
                     QueueStartEpoch = parse.GetValue(queueStart),
                     FreezePrototypesEpochs = parse.GetValue(freezePrototypes),

@@ -1,5 +1,7 @@
 namespace NativeContrast.Methods;
 
+using System.Globalization;
+
 /// <summary>What a user may change of a method's recipe by name (the CLI's options); null keeps the recipe's value.</summary>
 public sealed record MethodSettings
 {
@@ -31,6 +33,9 @@ public sealed record MethodSettings
 
     /// <summary>SwAV's prototypes.</summary>
     public int? Prototypes { get; init; }
+
+    /// <summary>SwAV's ε: the entropic regularisation of its Sinkhorn codes.</summary>
+    public float? SinkhornEpsilon { get; init; }
 
     /// <summary>SwAV's small crops besides the two large ones.</summary>
     public int? SmallCrops { get; init; }
@@ -90,6 +95,12 @@ public static class MethodCatalog
                 ? $"--proj-hidden must be at least 1 (got {hidden})"
                 : $"--proj-hidden sets the projection head of simclr, simclr-v2, moco, mocov2, swav and margin: {name}'s head keeps its recipe's width", "--proj-hidden");
         }
+        if (settings.SinkhornEpsilon is { } epsilon && (!(epsilon > 0f) || !float.IsFinite(epsilon) || !name.Equals("swav", StringComparison.OrdinalIgnoreCase)))
+        {
+            throw new ArgumentException(name.Equals("swav", StringComparison.OrdinalIgnoreCase)
+                ? $"--sinkhorn-epsilon must be a positive finite number (got {epsilon.ToString(CultureInfo.InvariantCulture)})"
+                : $"--sinkhorn-epsilon is SwAV's: {name} computes no Sinkhorn codes", "--sinkhorn-epsilon");
+        }
         var small = settings.SmallImages;
         string Views(string large) => settings.Augmentations ?? (small ? "simclr-cifar" : large);
         switch (name.ToLowerInvariant())
@@ -129,6 +140,7 @@ public static class MethodCatalog
                     Temperature = settings.Temperature ?? swav.Temperature,
                     Augmentations = settings.Augmentations ?? (small ? "swav-cifar" : swav.Augmentations),
                     Prototypes = settings.Prototypes ?? swav.Prototypes,
+                    Epsilon = settings.SinkhornEpsilon ?? swav.Epsilon,
                     SmallCrops = settings.SmallCrops ?? swav.SmallCrops,
                     QueueLength = settings.QueueLength ?? swav.QueueLength,
                     QueueStartEpoch = settings.QueueStartEpoch ?? swav.QueueStartEpoch,

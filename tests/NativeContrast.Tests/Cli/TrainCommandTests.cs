@@ -143,6 +143,12 @@ public class TrainCommandTests
         var zero = Run(["train", .. Tiny, "--proj-hidden", "0", "--out", _folder]);
         Assert.That(zero.Code, Is.EqualTo(Program.BadArguments));
         Assert.That(zero.Error, Does.Contain("--proj-hidden must be at least 1"));
+        var epsilon = Run(["train", .. Tiny, "--sinkhorn-epsilon", "0.03", "--out", _folder]);
+        Assert.That(epsilon.Code, Is.EqualTo(Program.BadArguments));
+        Assert.That(epsilon.Error, Does.Contain("--sinkhorn-epsilon is SwAV's: simclr"));
+        var zeroEpsilon = Run(["train", .. Tiny, "--method", "swav", "--sinkhorn-epsilon", "0", "--out", _folder]);
+        Assert.That(zeroEpsilon.Code, Is.EqualTo(Program.BadArguments));
+        Assert.That(zeroEpsilon.Error, Does.Contain("--sinkhorn-epsilon must be a positive finite number (got 0)"));
         Assert.That(batch.Error, Does.Contain("--batch"));
         var checkpoint = Run("eval", "knn", "--checkpoint", Path.Combine(_folder, "absent"));
         Assert.That(checkpoint.Code, Is.EqualTo(Program.Failure));

@@ -92,6 +92,16 @@ public class SwavTests
     }
 
     [Test]
+    public void TheSinkhornEpsilonSettingReachesTheMethodAndItsDescription()
+    {
+        using var sharp = (Swav)MethodCatalog.Create("swav", new MethodSettings { SmallImages = true, SinkhornEpsilon = 0.03f });
+        Assert.That(sharp.Options.Epsilon, Is.EqualTo(0.03f));
+        Assert.That(sharp.DescribeOptions(), Does.Contain("\"epsilon\":0.03,"));
+        using var plain = (Swav)MethodCatalog.Create("swav", new MethodSettings { SmallImages = true });
+        Assert.That(plain.Options.Epsilon, Is.EqualTo(0.05f), "SwAV's ε by default");
+    }
+
+    [Test]
     public void ASwavStepLowersTheLossOnAFixedBatchAndItsTopOneIsNotReported()
     {
         using var swav = new Assembly(new Swav(new SwavOptions { Prototypes = 30, SmallCrops = 2, FreezePrototypesEpochs = 0, Augmentations = "swav-cifar" }), AugmentationPresets.SwavCifar(16, 2));
