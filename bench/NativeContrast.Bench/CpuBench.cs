@@ -79,19 +79,7 @@ public sealed class CpuBench : IBenchSuite
         loss.Enqueue(keys, keyLabels);
         var ms = MedianMs(() => loss.Compute(q, k, labels, dq), repetitions);
         var flops = 2.0 * 2.0 * queries * (2.0 * queries + queueLength) * dim;
-        return new BenchRecord
-        {
-            Kernel = "masked-infonce",
-            Case = $"B={queries} K={queueLength} d={dim} classes={classes} loss+dq",
-            Impl = "ours",
-            MedianMs = ms,
-            Gpu = "cpu-only",
-            FloorMs = flops / (gflops * 1e6),
-            Tflops = flops / (ms * 1e9),
-            Throughput = queries / (ms / 1000),
-            ThroughputUnit = "queries/s",
-            Note = $"{Environment.ProcessorCount} cores, load {LoadAverage()}; floor = the four GEMMs' FLOPs at {gflops:F0} GFLOP/s (measured sgemm); workspace {loss.WorkspaceBytes >> 20} MiB",
-        };
+        return QueueLossRecord("masked-infonce", $"B={queries} K={queueLength} d={dim} classes={classes} loss+dq", ms, flops, queries, gflops, "four", loss.WorkspaceBytes);
     }
 
     private static BenchRecord InfoNceQueue(CpuBackend cpu, int queries, int queueLength, int dim, int repetitions, double gflops)
@@ -107,20 +95,23 @@ public sealed class CpuBench : IBenchSuite
         loss.Enqueue(keys);
         var ms = MedianMs(() => loss.Compute(q, k, dq), repetitions);
         var flops = 2.0 * 2.0 * queries * (double)queueLength * dim;
-        return new BenchRecord
-        {
-            Kernel = "infonce-queue",
-            Case = $"B={queries} K={queueLength} d={dim} loss+dq",
-            Impl = "ours",
-            MedianMs = ms,
-            Gpu = "cpu-only",
-            FloorMs = flops / (gflops * 1e6),
-            Tflops = flops / (ms * 1e9),
-            Throughput = queries / (ms / 1000),
-            ThroughputUnit = "queries/s",
-            Note = $"{Environment.ProcessorCount} cores, load {LoadAverage()}; floor = the two GEMMs' FLOPs at {gflops:F0} GFLOP/s (measured sgemm); workspace {loss.WorkspaceBytes >> 20} MiB",
-        };
+        return QueueLossRecord("infonce-queue", $"B={queries} K={queueLength} d={dim} loss+dq", ms, flops, queries, gflops, "two", loss.WorkspaceBytes);
     }
+
+    /// <summary>A queue loss's record: queries/s, and its floor, the GEMMs' FLOPs at the measured sgemm rate.</summary>
+    private static BenchRecord QueueLossRecord(string kernel, string @case, double ms, double flops, int queries, double gflops, string gemms, long workspaceBytes) => new()
+    {
+        Kernel = kernel,
+        Case = @case,
+        Impl = "ours",
+        MedianMs = ms,
+        Gpu = "cpu-only",
+        FloorMs = flops / (gflops * 1e6),
+        Tflops = flops / (ms * 1e9),
+        Throughput = queries / (ms / 1000),
+        ThroughputUnit = "queries/s",
+        Note = $"{Environment.ProcessorCount} cores, load {LoadAverage()}; floor = the {gemms} GEMMs' FLOPs at {gflops:F0} GFLOP/s (measured sgemm); workspace {workspaceBytes >> 20} MiB",
+    };
 
     private static BenchRecord Record(string kernel, string @case, (double Ms, double Flops) step, int images, double gflops) => new()
     {
