@@ -134,38 +134,15 @@ public class MocoTests
     public void ResumingMidEpochEqualsTheUninterruptedRunBitForBit()
     {
         static Method Create() => MethodCatalog.Create("mocov2", new MethodSettings { SmallImages = true, QueueLength = 40 });
-        float[] values, teacher, queue, state;
-        List<float> losses;
-        using (var run = new TinyRun(null, epochs: 3))
-        using (var trainer = run.CreateTrainer(Create()))
+        ExactResume.Check(_folder, Create, trainer =>
         {
-            var observer = new RecordingObserver();
-            trainer.Run(observer);
-            values = trainer.Arena.Values.Span.ToArray();
-            state = trainer.Arena.OptimizerState.Span.ToArray();
-            (teacher, queue) = TeacherAndQueue(trainer);
-            losses = [.. observer.Steps.Select(s => s.Loss)];
-        }
-
-        using var cancel = new CancellationTokenSource();
-        using (var run = new TinyRun(_folder, epochs: 3))
-        using (var trainer = run.CreateTrainer(Create()))
-        {
-            Assert.That(trainer.Run(new RecordingObserver(6, cancel.Cancel), cancel.Token).Interrupted, Is.True);
-        }
-        using (var run = new TinyRun(_folder, epochs: 3))
-        using (var trainer = run.CreateTrainer(Create()))
-        {
-            trainer.Resume(Path.Combine(_folder, Trainer.CheckpointFileName));
-            var observer = new RecordingObserver();
-            trainer.Run(observer);
-            Assert.That(observer.Steps.Select(s => s.Loss), Is.EqualTo(losses.Skip(7)), "the resumed steps' losses");
-            Assert.That(trainer.Arena.Values.Span.ToArray(), Is.EqualTo(values), "the query encoder, bit for bit");
-            Assert.That(trainer.Arena.OptimizerState.Span.ToArray(), Is.EqualTo(state), "the SGD momentum, bit for bit");
-            var (resumedTeacher, resumedQueue) = TeacherAndQueue(trainer);
-            Assert.That(resumedTeacher, Is.EqualTo(teacher), "the key encoder, bit for bit");
-            Assert.That(resumedQueue, Is.EqualTo(queue), "the queue, bit for bit");
-        }
+            var moco = trainer.Method as Moco ?? throw new InvalidOperationException("not a MoCo run");
+            return new Dictionary<string, float[]>
+            {
+                ["the key encoder"] = moco.TeacherArena.Values.Span.ToArray(),
+                ["the queue"] = moco.Loss.Queue.Keys.Span.ToArray(),
+            };
+        });
 
         // The checkpoint names the key encoder's tensors after the query encoder's, under method.teacher.
         using var file = SafetensorsFile.Open(Path.Combine(_folder, Trainer.CheckpointFileName));
@@ -188,12 +165,6 @@ public class MocoTests
             Assert.That(output.ToString(), Does.Contain("kNN top-1 (encoder)").And.Contain($"{method} on").And.Contain("sgd lr"));
             Assert.That(File.Exists(Path.Combine(run, Trainer.EncoderFileName)), Is.True);
         }
-    }
-
-    private static (float[] Teacher, float[] Queue) TeacherAndQueue(Trainer trainer)
-    {
-        var method = trainer.Method as Moco ?? throw new InvalidOperationException("not a MoCo run");
-        return (method.TeacherArena.Values.Span.ToArray(), method.Loss.Queue.Keys.Span.ToArray());
     }
 
     /// <summary>The key encoder's output of view b for the last step (its plan's output, read before the EMA moves it).</summary>

@@ -161,38 +161,17 @@ public class PicoTests
     public void ResumingMidEpochEqualsTheUninterruptedRunBitForBit()
     {
         static Method Create() => MethodCatalog.Create("pico", new MethodSettings { SmallImages = true, Classes = 10, QueueLength = 40, PartialRate = 0.3, PrototypeStartEpoch = 1 });
-        float[] values, queue, labels, confidence, prototypes;
-        List<float> losses;
-        using (var run = new TinyRun(null, epochs: 3))
-        using (var trainer = run.CreateTrainer(Create()))
+        ExactResume.Check(_folder, Create, trainer =>
         {
-            var observer = new RecordingObserver();
-            trainer.Run(observer);
-            values = trainer.Arena.Values.Span.ToArray();
-            (queue, labels, confidence, prototypes) = State(trainer);
-            losses = [.. observer.Steps.Select(s => s.Loss)];
-        }
-
-        using var cancel = new CancellationTokenSource();
-        using (var run = new TinyRun(_folder, epochs: 3))
-        using (var trainer = run.CreateTrainer(Create()))
-        {
-            Assert.That(trainer.Run(new RecordingObserver(6, cancel.Cancel), cancel.Token).Interrupted, Is.True);
-        }
-        using (var run = new TinyRun(_folder, epochs: 3))
-        using (var trainer = run.CreateTrainer(Create()))
-        {
-            trainer.Resume(Path.Combine(_folder, Trainer.CheckpointFileName));
-            var observer = new RecordingObserver();
-            trainer.Run(observer);
-            Assert.That(observer.Steps.Select(s => s.Loss), Is.EqualTo(losses.Skip(7)), "the resumed steps' losses");
-            Assert.That(trainer.Arena.Values.Span.ToArray(), Is.EqualTo(values), "the encoder and classifier, bit for bit");
-            var (resumedQueue, resumedLabels, resumedConfidence, resumedPrototypes) = State(trainer);
-            Assert.That(resumedQueue, Is.EqualTo(queue), "the queue");
-            Assert.That(resumedLabels, Is.EqualTo(labels), "the queue's pseudo-labels");
-            Assert.That(resumedConfidence, Is.EqualTo(confidence), "the confidence table");
-            Assert.That(resumedPrototypes, Is.EqualTo(prototypes), "the prototypes");
-        }
+            var pico = trainer.Method as Pico ?? throw new InvalidOperationException("not a PiCO run");
+            return new Dictionary<string, float[]>
+            {
+                ["the queue"] = pico.Queue.Keys.Span.ToArray(),
+                ["the queue's pseudo-labels"] = pico.QueueLabels.Span.ToArray(),
+                ["the confidence table"] = pico.Confidence.ToArray(),
+                ["the prototypes"] = pico.Prototypes.ToArray(),
+            };
+        });
 
         using var file = SafetensorsFile.Open(Path.Combine(_folder, Trainer.CheckpointFileName));
         Assert.That(new[] { "method.teacher.classifier.weight", "method.queue_labels", "method.confidence", "method.prototypes" }.All(file.Contains), Is.True);
@@ -221,11 +200,5 @@ public class PicoTests
             distillError);
         Assert.That(code, Is.EqualTo(Program.Success), distillError.ToString() + distillOutput);
         Assert.That(distillOutput.ToString(), Does.Contain("test top-1 (teacher)"));
-    }
-
-    private static (float[] Queue, float[] Labels, float[] Confidence, float[] Prototypes) State(Trainer trainer)
-    {
-        var pico = trainer.Method as Pico ?? throw new InvalidOperationException("not a PiCO run");
-        return (pico.Queue.Keys.Span.ToArray(), pico.QueueLabels.Span.ToArray(), pico.Confidence.ToArray(), pico.Prototypes.ToArray());
     }
 }

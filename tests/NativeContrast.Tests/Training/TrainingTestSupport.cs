@@ -124,3 +124,60 @@ internal sealed class TouchedDataset(IImageDataset inner, Action onRead) : IImag
     {
     }
 }
+
+/// <summary>
+/// The exact-resume check every method shares: a 3-epoch tiny run trains uninterrupted; the same run is then stopped
+/// by cancellation after step 6 in <paramref name="folder"/> and resumed from its checkpoint. The resumed steps'
+/// losses, the arena's values and optimiser state, and every piece of the method's own state that
+/// <paramref name="methodState"/> reads (named, read through the method's fields rather than its checkpoint tensors)
+/// must equal the uninterrupted run's bit for bit.
+/// </summary>
+internal static class ExactResume
+{
+    public static void Check(string folder, Func<Method> create, Func<Trainer, IReadOnlyDictionary<string, float[]>> methodState)
+    {
+        List<float> losses;
+        Dictionary<string, float[]> expected;
+        using (var run = new TinyRun(null, epochs: 3))
+        using (var trainer = run.CreateTrainer(create()))
+        {
+            var observer = new RecordingObserver();
+            trainer.Run(observer);
+            losses = [.. observer.Steps.Select(s => s.Loss)];
+            expected = State(trainer, methodState);
+        }
+
+        using var cancel = new CancellationTokenSource();
+        using (var run = new TinyRun(folder, epochs: 3))
+        using (var trainer = run.CreateTrainer(create()))
+        {
+            Assert.That(trainer.Run(new RecordingObserver(6, cancel.Cancel), cancel.Token).Interrupted, Is.True);
+        }
+        using (var run = new TinyRun(folder, epochs: 3))
+        using (var trainer = run.CreateTrainer(create()))
+        {
+            trainer.Resume(Path.Combine(folder, Trainer.CheckpointFileName));
+            var observer = new RecordingObserver();
+            trainer.Run(observer);
+            Assert.That(observer.Steps.Select(s => s.Loss), Is.EqualTo(losses.Skip(7)), "the resumed steps' losses");
+            foreach (var (name, values) in State(trainer, methodState))
+            {
+                Assert.That(values, Is.EqualTo(expected[name]), $"{name}, bit for bit");
+            }
+        }
+    }
+
+    private static Dictionary<string, float[]> State(Trainer trainer, Func<Trainer, IReadOnlyDictionary<string, float[]>> methodState)
+    {
+        var state = new Dictionary<string, float[]>
+        {
+            ["the arena's values"] = trainer.Arena.Values.Span.ToArray(),
+            ["the optimiser's state"] = trainer.Arena.OptimizerState.Span.ToArray(),
+        };
+        foreach (var (name, values) in methodState(trainer))
+        {
+            state.Add(name, values);
+        }
+        return state;
+    }
+}
