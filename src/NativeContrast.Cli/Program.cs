@@ -2,9 +2,11 @@ namespace NativeContrast.Cli;
 
 using System.CommandLine;
 using System.CommandLine.Invocation;
+using NativeContrast.Checkpoints;
 using NativeContrast.Cli.Commands;
 using NativeContrast.Cuda;
 using NativeContrast.Distributed;
+using NativeContrast.Training;
 
 /// <summary>
 /// The `nativecontrast` command. Each subcommand lives in its own file under Commands/ and exposes
@@ -62,6 +64,20 @@ public static class Program
             error.WriteLine($"Unhandled exception: {e}");
             return Failure;
         }
+    }
+
+    /// <summary>
+    /// The failures a working command explains in one line rather than as a crash: bad input (arguments, files, data,
+    /// checkpoints), a GPU that fails, a training whose loss stops being finite.
+    /// </summary>
+    public static bool IsExplained(Exception e) =>
+        e is ArgumentException or IOException or CheckpointException or FormatException or InvalidOperationException or CudaException or NonFiniteLossException;
+
+    /// <summary>Writes an <see cref="IsExplained"/> failure as one "error:" line; exit code 2 for bad arguments, else 1.</summary>
+    public static int Explain(TextWriter error, Exception e)
+    {
+        error.WriteLine($"error: {e.Message}");
+        return e is ArgumentException ? BadArguments : Failure;
     }
 
     private static string OneLine(string message) => string.Join(" ", message.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));

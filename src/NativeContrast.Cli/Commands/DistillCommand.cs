@@ -2,8 +2,6 @@ namespace NativeContrast.Cli.Commands;
 
 using System.CommandLine;
 using System.Globalization;
-using NativeContrast.Checkpoints;
-using NativeContrast.Cuda;
 using NativeContrast.Data;
 using NativeContrast.Eval;
 using NativeContrast.Methods;
@@ -136,15 +134,9 @@ public static class DistillCommand
             console.Write(table);
             return Program.Success;
         }
-        catch (NonFiniteLossException e)
+        catch (Exception e) when (Program.IsExplained(e))
         {
-            error.WriteLine($"error: {e.Message}");
-            return Program.Failure;
-        }
-        catch (Exception e) when (e is ArgumentException or IOException or CheckpointException or FormatException or InvalidOperationException or CudaException)
-        {
-            error.WriteLine($"error: {e.Message}");
-            return e is ArgumentException ? Program.BadArguments : Program.Failure;
+            return Program.Explain(error, e);
         }
     }
 }

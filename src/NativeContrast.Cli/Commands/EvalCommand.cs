@@ -4,8 +4,6 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using NativeContrast.Backends;
-using NativeContrast.Checkpoints;
-using NativeContrast.Cuda;
 using NativeContrast.Data;
 using NativeContrast.Eval;
 using NativeContrast.Training;
@@ -144,10 +142,9 @@ internal static class CheckpointOptions
             console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"encoder    {trained.Path}: {spec.Method}, {spec.Arch} x{spec.Width} {spec.Stem} stem, {spec.FeatureDim}-d features, trained on {spec.Dataset}"));
             return body(backend, trained, train, test, console);
         }
-        catch (Exception e) when (e is ArgumentException or IOException or CheckpointException or FormatException or InvalidOperationException or CudaException)
+        catch (Exception e) when (Program.IsExplained(e))
         {
-            error.WriteLine($"error: {e.Message}");
-            return e is ArgumentException ? Program.BadArguments : Program.Failure;
+            return Program.Explain(error, e);
         }
     }
 }

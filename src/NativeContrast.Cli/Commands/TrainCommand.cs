@@ -4,8 +4,6 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using NativeContrast.Backends;
-using NativeContrast.Checkpoints;
-using NativeContrast.Cuda;
 using NativeContrast.Data;
 using NativeContrast.Distributed;
 using NativeContrast.Eval;
@@ -238,15 +236,9 @@ public static class TrainCommand
             communicator.Abort($"train: {e.Message}");
             throw; // not reached: the compiler does not read Abort's [DoesNotReturn]
         }
-        catch (NonFiniteLossException e)
+        catch (Exception e) when (Program.IsExplained(e))
         {
-            error.WriteLine($"error: {e.Message}");
-            return Program.Failure;
-        }
-        catch (Exception e) when (e is ArgumentException or IOException or CheckpointException or FormatException or InvalidOperationException or CudaException)
-        {
-            error.WriteLine($"error: {e.Message}");
-            return e is ArgumentException ? Program.BadArguments : Program.Failure;
+            return Program.Explain(error, e);
         }
     }
 
