@@ -15,10 +15,9 @@ public class NcclCommunicatorTests : GpuTestBase
     [OneTimeSetUp]
     public void OpenNccl()
     {
-        var why = NcclCommunicator.WhyUnavailable();
-        if (why is not null)
+        if (NcclCommunicator.WhyUnavailable() is { } why)
         {
-            Assert.Ignore($"NCCL tests skipped: {why}");
+            SkipUnlessRequired("NCCL", why);
         }
         _nccl = new NcclCommunicator(Gpu);
     }

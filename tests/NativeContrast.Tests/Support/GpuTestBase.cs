@@ -5,7 +5,8 @@ using NativeContrast.Cuda;
 
 /// <summary>
 /// Base of every GPU parity test: opens the CUDA backend once per fixture next to the CPU oracle, and ignores the
-/// whole fixture with the one-line reason when there is no driver, device, cuBLAS or kernel module.
+/// whole fixture with the one-line reason when there is no driver, device, cuBLAS or kernel module; with
+/// NATIVECONTRAST_REQUIRE_GPU=1 (tests/run-gpu.sh on a GPU machine) that reason fails the fixture instead.
 /// </summary>
 [Category("Gpu")]
 public abstract class GpuTestBase
@@ -17,13 +18,25 @@ public abstract class GpuTestBase
     [OneTimeSetUp]
     public void OpenDevice()
     {
-        var why = CudaProbe.WhyUnavailable();
-        if (why is not null)
+        if (CudaProbe.WhyUnavailable() is { } why)
         {
-            Assert.Ignore($"GPU tests skipped: {why}");
+            SkipUnlessRequired("GPU", why);
         }
         Gpu = new CudaBackend();
         Cpu = new CpuBackend();
+    }
+
+    /// <summary>The variable that turns a missing GPU (or NCCL) from a skip into a failure.</summary>
+    public const string RequireVariable = "NATIVECONTRAST_REQUIRE_GPU";
+
+    /// <summary>Ignores the fixture with <paramref name="why"/>, or fails it when <see cref="RequireVariable"/> is 1.</summary>
+    protected static void SkipUnlessRequired(string what, string why)
+    {
+        if (Environment.GetEnvironmentVariable(RequireVariable) == "1")
+        {
+            Assert.Fail($"{what} tests required ({RequireVariable}=1) but {why}");
+        }
+        Assert.Ignore($"{what} tests skipped: {why}");
     }
 
     [OneTimeTearDown]
