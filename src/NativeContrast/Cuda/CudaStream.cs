@@ -28,6 +28,21 @@ public sealed class CudaStream : IDisposable
     /// <summary>Waits for the stream; an earlier kernel's fault surfaces here, reported with the kernels the stream ran last.</summary>
     public void Synchronize() => CudaCheck.Stream(DriverApi.cuStreamSynchronize(Handle), "cuStreamSynchronize", this);
 
+    /// <summary>
+    /// True once everything queued on the stream has run, false while work is pending (CUDA_ERROR_NOT_READY); a fault
+    /// surfaces as in <see cref="Synchronize"/>. For waits that must watch something else meanwhile (NCCL's errors).
+    /// </summary>
+    public bool IsIdle()
+    {
+        var result = DriverApi.cuStreamQuery(Handle);
+        if (result == DriverApi.ErrorNotReady)
+        {
+            return false;
+        }
+        CudaCheck.Stream(result, "cuStreamQuery", this);
+        return true;
+    }
+
     public void Wait(CudaEvent ev) => CudaCheck.Driver(DriverApi.cuStreamWaitEvent(Handle, ev.Handle, 0), "cuStreamWaitEvent");
 
     /// <summary>Starts recording the work queued on this stream into a graph instead of running it.</summary>

@@ -7,6 +7,7 @@ internal static unsafe partial class DriverApi
 {
     public const int Success = 0;
     public const int ErrorNoDevice = 100;
+    public const int ErrorNotReady = 600;
     public const int ErrorCooperativeLaunchTooLarge = 720;
     public const int ErrorNotPermitted = 800;
     public const int ErrorNotSupported = 801;
@@ -140,6 +141,9 @@ internal static unsafe partial class DriverApi
 
     [LibraryImport(NativeLibraries.Driver)]
     public static partial int cuStreamWaitEvent(IntPtr stream, IntPtr ev, uint flags);
+
+    [LibraryImport(NativeLibraries.Driver)]
+    public static partial int cuStreamQuery(IntPtr stream);
 
     [LibraryImport(NativeLibraries.Driver)]
     public static partial int cuEventCreate(out IntPtr ev, uint flags);

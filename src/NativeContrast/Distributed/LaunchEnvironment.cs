@@ -10,8 +10,10 @@ using System.Globalization;
 /// <item>PMI-2 launchers (MPICH's Hydra, srun --mpi=pmi2): PMI_SIZE, PMI_RANK, MPI_LOCALRANKID;</item>
 /// <item>Slurm's srun: SLURM_STEP_NUM_TASKS, SLURM_PROCID, SLURM_LOCALID. Not SLURM_NTASKS: a batch script has it
 /// (and SLURM_PROCID=0) too, and would take itself for rank 0 of the allocation; only srun's tasks have a step;</item>
-/// <item>other PMIx launchers (PRRTE's prterun): PMIX_RANK, without a size (MPI tells it) or a local rank (taken as 0).</item>
+/// <item>other PMIx launchers (PRRTE's prterun): PMIX_RANK, without a size (MPI tells it).</item>
 /// </list>
+/// When the launcher found does not set its own local-rank variable (srun --mpi=pmi2 sets PMI_RANK but not
+/// MPI_LOCALRANKID), the local rank is the first of the others that is set, else 0.
 /// Nothing of these, or a size of 1: a single process, which needs neither MPI nor NCCL.
 /// </summary>
 public sealed record LaunchEnvironment
@@ -24,7 +26,7 @@ public sealed record LaunchEnvironment
     /// <summary>This rank's index among the ranks on its node (0 when the launcher does not say): the GPU it should take.</summary>
     public int LocalRank { get; private init; }
 
-    /// <summary>Which launcher and variables were read, e.g. "OMPI_COMM_WORLD_SIZE=2 (Open MPI's mpirun)", or why none.</summary>
+    /// <summary>Which launcher and variables were read, e.g. "OMPI_COMM_WORLD_SIZE=2, OMPI_COMM_WORLD_RANK=1 (Open MPI's mpirun)", or why none.</summary>
     public string Description { get; private init; } = "";
 
     /// <summary>True when the job has (or may have) more than one rank, so that MPI must be initialised.</summary>
@@ -43,6 +45,7 @@ public sealed record LaunchEnvironment
             ("PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID", "a PMI-2 launcher"),
             ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID", "Slurm's srun"),
         ];
+        string[] localNames = [.. launchers.Select(l => l.Local)];
         foreach (var (sizeName, rankName, localName, launcher) in launchers)
         {
             if (variable(sizeName) is null)
@@ -59,7 +62,7 @@ public sealed record LaunchEnvironment
             {
                 Size = size,
                 Rank = rank,
-                LocalRank = variable(localName) is null ? 0 : Number(variable, localName, 0),
+                LocalRank = FirstLocalRank(variable, [localName, .. localNames.Where(n => n != localName)]),
                 Description = $"{sizeName}={size}, {rankName}={rank} ({launcher})",
             };
         }
@@ -70,6 +73,7 @@ public sealed record LaunchEnvironment
             {
                 Size = null,
                 Rank = rank,
+                LocalRank = FirstLocalRank(variable, localNames),
                 Description = $"PMIX_RANK={rank} (a PMIx launcher; MPI tells the size)",
             };
         }
@@ -79,6 +83,10 @@ public sealed record LaunchEnvironment
             Description = "no launcher (none of OMPI_COMM_WORLD_SIZE, PMI_SIZE, SLURM_STEP_NUM_TASKS, PMIX_RANK is set)",
         };
     }
+
+    /// <summary>The first of <paramref name="names"/> that is set (a whole number), else 0.</summary>
+    private static int FirstLocalRank(Func<string, string?> variable, IEnumerable<string> names) =>
+        names.FirstOrDefault(n => variable(n) is not null) is { } name ? Number(variable, name, 0) : 0;
 
     /// <summary>A variable that must hold a whole number of at least <paramref name="minimum"/> (a missing one is an error too).</summary>
     private static int Number(Func<string, string?> variable, string name, int minimum)

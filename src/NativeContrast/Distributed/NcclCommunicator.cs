@@ -144,14 +144,49 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         _host?.Broadcast(bytes, root);
     }
 
-    /// <summary>Waits for this rank's stream, reports an error NCCL raised asynchronously, then meets the other ranks over MPI.</summary>
+    /// <summary>
+    /// Waits for this rank's stream, then meets the other ranks over MPI. The wait polls NCCL's asynchronous error
+    /// beside the stream: a collective whose peer has died never completes, and NCCL reports it only there (then the
+    /// communicator is aborted, so that its kernels stop waiting, and the error is thrown).
+    /// </summary>
     public void Barrier()
     {
         ObjectDisposedException.ThrowIf(_comm == IntPtr.Zero, this);
-        _backend.Synchronize();
-        Check(NcclApi.ncclCommGetAsyncError(_comm, out var asyncError), "ncclCommGetAsyncError");
-        Check(asyncError, "an earlier collective (ncclCommGetAsyncError)");
+        _backend.Context.MakeCurrent();
+        var spins = 0;
+        while (true)
+        {
+            var idle = _backend.Stream.IsIdle();
+            ThrowOnAsyncError();
+            if (idle)
+            {
+                break;
+            }
+            // Collectives of a step take microseconds to milliseconds: spin briefly, then stop burning a core.
+            if (++spins < 1000)
+            {
+                Thread.SpinWait(64);
+            }
+            else
+            {
+                Thread.Sleep(1);
+            }
+        }
         _host?.Barrier();
+    }
+
+    /// <summary>Throws NCCL's asynchronous error, if it has one, after aborting the communicator (it cannot go on).</summary>
+    private void ThrowOnAsyncError()
+    {
+        Check(NcclApi.ncclCommGetAsyncError(_comm, out var asyncError), "ncclCommGetAsyncError");
+        if (asyncError == NcclApi.Success)
+        {
+            return;
+        }
+        var message = Failure(asyncError, "an earlier collective (ncclCommGetAsyncError)");
+        _ = NcclApi.ncclCommAbort(_comm);
+        _comm = IntPtr.Zero;
+        throw new CommunicatorException(message);
     }
 
     /// <summary>Aborts NCCL's communicator (its kernels stop waiting for peers), then the job through MPI, or throws with one rank.</summary>
@@ -170,7 +205,10 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         throw new CommunicatorAbortedException(CollectiveCheck.AbortLine(Rank, Size, message));
     }
 
-    /// <summary>Destroys NCCL's communicator, then disposes the MPI communicator.</summary>
+    /// <summary>
+    /// Destroys NCCL's communicator (aborts it when that fails), then disposes the MPI communicator. Throws nothing:
+    /// it runs while an earlier failure (a lost context, a dead peer) may be unwinding, which must stay the one reported.
+    /// </summary>
     public void Dispose()
     {
         try
@@ -181,8 +219,15 @@ public sealed unsafe class NcclCommunicator : ICommunicator
                 _comm = IntPtr.Zero;
                 // ncclCommDestroy finalises the communicator first, which flushes the collectives still queued.
                 _backend.Context.MakeCurrent();
-                Check(NcclApi.ncclCommDestroy(comm), "ncclCommDestroy");
+                if (NcclApi.ncclCommDestroy(comm) != NcclApi.Success)
+                {
+                    _ = NcclApi.ncclCommAbort(comm);
+                }
             }
+        }
+        catch (CudaException)
+        {
+            // The context is gone with the device's fault, which its own exception reports.
         }
         finally
         {
@@ -203,10 +248,15 @@ public sealed unsafe class NcclCommunicator : ICommunicator
     {
         if (result != NcclApi.Success)
         {
-            var name = result >= 0 && result < NcclApi.ResultNames.Length ? NcclApi.ResultNames[result] : "ncclResult";
-            var text = Marshal.PtrToStringUTF8(NcclApi.ncclGetErrorString(result));
-            throw new CommunicatorException($"{call} failed on rank {Rank} of {Size}: {name} ({result}): {text}{LastError()}; NCCL_DEBUG=WARN prints NCCL's own report");
+            throw new CommunicatorException(Failure(result, call));
         }
+    }
+
+    private string Failure(int result, string call)
+    {
+        var name = result >= 0 && result < NcclApi.ResultNames.Length ? NcclApi.ResultNames[result] : "ncclResult";
+        var text = Marshal.PtrToStringUTF8(NcclApi.ncclGetErrorString(result));
+        return $"{call} failed on rank {Rank} of {Size}: {name} ({result}): {text}{LastError()}; NCCL_DEBUG=WARN prints NCCL's own report";
     }
 
     /// <summary>"; " and NCCL's last error message, when this NCCL has ncclGetLastError (2.13 and later) and one is set.</summary>

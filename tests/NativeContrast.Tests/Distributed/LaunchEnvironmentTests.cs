@@ -43,6 +43,15 @@ public class LaunchEnvironmentTests
     }
 
     [Test]
+    public void SrunWithPmiTwoTakesTheLocalRankFromSlurm()
+    {
+        // Slurm's pmi2 plugin sets PMI_SIZE and PMI_RANK but not MPI_LOCALRANKID: its tasks' local rank is SLURM_LOCALID.
+        var launch = Launch(("PMI_SIZE", "8"), ("PMI_RANK", "5"), ("SLURM_STEP_NUM_TASKS", "8"), ("SLURM_PROCID", "5"), ("SLURM_LOCALID", "1"));
+        Assert.That((launch.Size, launch.Rank, launch.LocalRank), Is.EqualTo(((int?)8, 5, 1)));
+        Assert.That(Launch(("PMI_SIZE", "8"), ("PMI_RANK", "5")).LocalRank, Is.Zero, "no local rank anywhere: 0");
+    }
+
+    [Test]
     public void SrunTasksAreReadFromTheirStep()
     {
         var launch = Launch(("SLURM_STEP_NUM_TASKS", "16"), ("SLURM_PROCID", "9"), ("SLURM_LOCALID", "1"), ("SLURM_NTASKS", "16"));
@@ -63,6 +72,10 @@ public class LaunchEnvironmentTests
         var launch = Launch(("PMIX_RANK", "2"));
         Assert.That((launch.Size, launch.Rank, launch.IsMultiRank), Is.EqualTo(((int?)null, 2, true)));
     }
+
+    [Test]
+    public void APmixRankUnderSrunTakesTheLocalRankFromSlurm() =>
+        Assert.That(Launch(("PMIX_RANK", "3"), ("SLURM_LOCALID", "2")).LocalRank, Is.EqualTo(2));
 
     [Test]
     public void ALauncherOfOneRankIsASingleProcess()

@@ -56,7 +56,16 @@ public class RankDeviceTests
     public void ALocalRankBeyondTheGpusIsRefusedNamingTheRankAndTheCount(string device) =>
         Assert.That(RankDevice.Choose(device, Rank(3, 2), Gpus(2)).Error, Is.EqualTo(
             $"--device {device}: rank 3 has local rank 2, but its node has 2 GPU(s): " +
-            "each rank takes the GPU of its local rank, so launch at most 2 rank(s) per node"));
+            "each rank takes the GPU of its local rank, so launch at most 2 rank(s) per node (or bind one GPU to each rank)"));
+
+    [TestCase("cuda")]
+    [TestCase("auto")]
+    public void ARankThatSeesOneGpuTakesIt(string device)
+    {
+        // srun --gpus-per-task=1 or a CUDA_VISIBLE_DEVICES=$LOCAL_RANK wrapper: every rank sees its own GPU as GPU 0.
+        Assert.That(RankDevice.Choose(device, Rank(3, 3), Gpus(1)), Is.EqualTo(new RankDeviceChoice(0, null)));
+        Assert.That(RankDevice.Choose(device, Rank(0, 0), Gpus(1)), Is.EqualTo(new RankDeviceChoice(0, null)));
+    }
 
     [Test]
     public void NoGpuLeavesAutoToFallBackToTheCpuAndCudaToSayWhy()
