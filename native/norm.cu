@@ -268,13 +268,14 @@ extern "C" __global__ void nc_norm_sync_finalize(const float* __restrict__ sums,
 
 // SyncBN: the batch-statistics coefficients k1, k0 of dx (coefficients[1..2, c]; a = coefficients[0, c] stays) from
 // the all-reduced Σg (sums[c]), Σg·(x − mean) (sums[channels + c]) and rows (sums[2·channels]). One thread per channel.
-extern "C" __global__ void nc_norm_sync_coefficients(const float* __restrict__ sums, int channels, const float* __restrict__ inv_std,
-                                                     float* __restrict__ coefficients) {
+// a is recomputed in double from gamma (null: 1) rather than read back as fp32, as the CPU twin keeps it.
+extern "C" __global__ void nc_norm_sync_coefficients(const float* __restrict__ sums, int channels, const float* __restrict__ gamma,
+                                                     const float* __restrict__ inv_std, float* __restrict__ coefficients) {
     const int c = static_cast<int>(nc::global_index());
     if (c >= channels) return;
     const double rows = sums[2 * channels];
     const double istd = inv_std[c];
-    const double a = coefficients[c];
+    const double a = (gamma != nullptr ? static_cast<double>(gamma[c]) : 1.0) * istd;
     coefficients[channels + c] = static_cast<float>(-a * istd * istd * static_cast<double>(sums[channels + c]) / rows);
     coefficients[2 * channels + c] = static_cast<float>(-a * static_cast<double>(sums[c]) / rows);
 }

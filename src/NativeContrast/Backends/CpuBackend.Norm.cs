@@ -121,7 +121,7 @@ public sealed partial class CpuBackend
 
     public void BatchNormBackward(Tensor x, Tensor y, Tensor dy, Tensor dx, Tensor? residualGradient, Tensor? weight, Tensor savedMean, Tensor savedInvStd, Tensor? weightGradient, Tensor? biasGradient, BatchNormMode mode, Tensor workspace, BatchNormSync? sync = null)
     {
-        var (rows, channels) = NormChecks.Backward(x, y, dy, dx, residualGradient, weight, savedMean, savedInvStd, weightGradient, biasGradient);
+        var (rows, channels) = NormChecks.Backward(x, y, dy, dx, residualGradient, weight, savedMean, savedInvStd, weightGradient, biasGradient, mode, synced: sync is not null);
         NormChecks.Sync(sync, channels);
         var xs = CpuArray(x);
         var ys = CpuArray(y);
@@ -397,11 +397,17 @@ internal static class NormChecks
                 Check.Length(t.Length, channels, $"{t.Describe()} (one value per channel of {x.Describe()})");
             }
         }
-        if (mode.Training && rows < (synced ? 1 : 2))
-        {
-            throw new ArgumentException($"batch norm in training mode needs more than one value per channel; {x.Describe()} has {rows} row(s)");
-        }
+        TrainingRows(x, mode, synced);
         return (rows, channels);
+    }
+
+    /// <summary>Batch statistics need two rows here, or one under SyncBN (the other ranks' rows count too).</summary>
+    private static void TrainingRows(Tensor x, BatchNormMode mode, bool synced)
+    {
+        if (mode.Training && x.Rows < (synced ? 1 : 2))
+        {
+            throw new ArgumentException($"batch norm in training mode needs more than one value per channel; {x.Describe()} has {x.Rows} row(s)");
+        }
     }
 
     public static void Sync(BatchNormSync? sync, int channels)
@@ -412,7 +418,9 @@ internal static class NormChecks
         }
     }
 
-    public static (int Rows, int Channels) Backward(Tensor x, Tensor y, Tensor dy, Tensor dx, Tensor? residualGradient, Tensor? weight, Tensor savedMean, Tensor savedInvStd, Tensor? weightGradient, Tensor? biasGradient)
+    /// <param name="synced">SyncBN: refused without rows in training mode, as in <see cref="Forward"/>, so that no rank
+    /// returns before the all-reduce the others wait in.</param>
+    public static (int Rows, int Channels) Backward(Tensor x, Tensor y, Tensor dy, Tensor dx, Tensor? residualGradient, Tensor? weight, Tensor savedMean, Tensor savedInvStd, Tensor? weightGradient, Tensor? biasGradient, BatchNormMode mode, bool synced = false)
     {
         int rows = x.Rows, channels = x.Cols;
         Check.SameShape(x, y);
@@ -429,6 +437,7 @@ internal static class NormChecks
                 Check.Length(t.Length, channels, $"{t.Describe()} (one value per channel of {x.Describe()})");
             }
         }
+        TrainingRows(x, mode, synced);
         return (rows, channels);
     }
 }

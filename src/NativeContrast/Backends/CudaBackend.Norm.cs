@@ -73,7 +73,7 @@ public sealed partial class CudaBackend
 
     public unsafe void BatchNormBackward(Tensor x, Tensor y, Tensor dy, Tensor dx, Tensor? residualGradient, Tensor? weight, Tensor savedMean, Tensor savedInvStd, Tensor? weightGradient, Tensor? biasGradient, BatchNormMode mode, Tensor workspace, BatchNormSync? sync = null)
     {
-        var (rows, channels) = NormChecks.Backward(x, y, dy, dx, residualGradient, weight, savedMean, savedInvStd, weightGradient, biasGradient);
+        var (rows, channels) = NormChecks.Backward(x, y, dy, dx, residualGradient, weight, savedMean, savedInvStd, weightGradient, biasGradient, mode, synced: sync is not null);
         NormChecks.Sync(sync, channels);
         var needed = BatchNormWorkspaceElements(rows, channels);
         Check.Length(Math.Min(workspace.Length, needed), needed, workspace.Describe() + " (batch-norm workspace)");
@@ -108,7 +108,7 @@ public sealed partial class CudaBackend
             void** productSumArgs = stackalloc void*[] { &partial, &splits, &channels, &productTerm, &noFirstRow, &rowCount, &withRows, &upperSums };
             Kernel("nc_norm_sync_sums").Launch(new Dim3(Blocks(channels, 128)), 128, 0, Stream, productSumArgs);
             sync.SumAcrossRanks(sync.Buffer.View(0, new TensorShape(BatchNormSync.BufferLength(channels))));
-            void** coefficientArgs = stackalloc void*[] { &sums, &channels, &invStd, &coefficients };
+            void** coefficientArgs = stackalloc void*[] { &sums, &channels, &gamma, &invStd, &coefficients };
             Kernel("nc_norm_sync_coefficients").Launch(new Dim3(Blocks(channels, 128)), 128, 0, Stream, coefficientArgs);
         }
 

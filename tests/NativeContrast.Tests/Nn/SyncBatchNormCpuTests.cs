@@ -77,6 +77,20 @@ public class SyncBatchNormCpuTests
             Throws.ArgumentException.With.Message.Contains("7 floats"));
     }
 
+    [Test]
+    public void RejectsABackwardWithoutRowsInTrainingModeBeforeTheAllReduceOthersWaitIn()
+    {
+        using var x = _cpu.Allocate(new TensorShape(0, 3));
+        using var perChannel = _cpu.Allocate(new TensorShape(3));
+        using var buffer = _cpu.Allocate(new TensorShape(7));
+        var reduced = false;
+        var sync = new BatchNormSync(buffer, _ => reduced = true);
+        Assert.That(
+            () => _cpu.BatchNormBackward(x, x, x, x, null, null, perChannel, perChannel, null, null, new BatchNormMode(true, false), perChannel, sync),
+            Throws.ArgumentException.With.Message.Contains("has 0 row(s)"));
+        Assert.That(reduced, Is.False);
+    }
+
     private sealed record Result(float[] Y, float[] Dx, float[] RunningMean, float[] RunningVar, float[] WeightGradient, float[] BiasGradient);
 
     private static Result Run(IBackend backend, float[] x, float[]? residual, float[] dy, float[] gamma, float[] beta, int rows, int channels, BatchNormMode mode, BatchNormSync? sync)
