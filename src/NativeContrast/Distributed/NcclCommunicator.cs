@@ -83,7 +83,7 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         catch (DllNotFoundException e)
         {
             throw new CommunicatorException(
-                $"{e.Message}: GPU ranks need NCCL 2 (PyTorch's wheels ship it in site-packages/nvidia/nccl/lib; put that folder on LD_LIBRARY_PATH)");
+                $"{e.Message}: GPU ranks need NCCL 2 (PyTorch's wheels ship it in site-packages/nvidia/nccl/lib; put that folder on LD_LIBRARY_PATH, and across nodes pass it on with mpirun -x LD_LIBRARY_PATH)");
         }
         catch (EntryPointNotFoundException e)
         {

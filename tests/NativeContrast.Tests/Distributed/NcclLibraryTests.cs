@@ -14,6 +14,6 @@ public class NcclLibraryTests
             Assert.Ignore($"NCCL {NcclCommunicator.LoadedVersion()} loads here ({NcclCommunicator.LibraryFile})");
         }
         Assert.That(why, Is.EqualTo(
-            "NCCL was not found (tried libnccl.so.2): GPU ranks need NCCL 2 (PyTorch's wheels ship it in site-packages/nvidia/nccl/lib; put that folder on LD_LIBRARY_PATH)"));
+            "NCCL was not found (tried libnccl.so.2): GPU ranks need NCCL 2 (PyTorch's wheels ship it in site-packages/nvidia/nccl/lib; put that folder on LD_LIBRARY_PATH, and across nodes pass it on with mpirun -x LD_LIBRARY_PATH)"));
     }
 }
