@@ -100,10 +100,14 @@ public sealed partial class CudaBackend
         return workspace.View((long)plan.Lse2 / sizeof(float), new TensorShape(rows), "nt-xent lse2");
     }
 
+    /// <summary>
+    /// A queue of any width: the label-masked InfoNCE and the unfused losses read its keys alone. The fused sweep's
+    /// operand copies exist up to the fused kernels' width (above it, PaddedDim is 0 and asking for one throws).
+    /// </summary>
     public KeyQueue CreateKeyQueue(int capacity, int dim)
     {
-        var tiling = ContrastiveTiling.For(dim, MatmulPrecision.Fp32);
-        return new CudaKeyQueue(this, capacity, dim, tiling.PaddedDim);
+        var paddedDim = dim <= MaxFusedDim ? ContrastiveTiling.For(dim, MatmulPrecision.Fp32).PaddedDim : 0;
+        return new CudaKeyQueue(this, capacity, dim, paddedDim);
     }
 
     public unsafe void EnqueueKeys(KeyQueue queue, Tensor keys)
