@@ -83,7 +83,7 @@ public sealed partial class CudaBackend : IBackend
         fixed (float* host = source)
         {
             // Synchronous for pageable memory: the span may be gone once this returns.
-            CudaCheck.Stream(DriverApi.cuMemcpyHtoDAsync(destination.DevicePointer(), host, (nuint)(source.Length * sizeof(float)), Stream.Handle), $"cuMemcpyHtoDAsync({destination.Describe()})", Stream);
+            CudaCheck.Stream(DriverApi.cuMemcpyHtoDAsync(destination.DevicePointer(), host, (nuint)source.Length * sizeof(float), Stream.Handle), $"cuMemcpyHtoDAsync({destination.Describe()})", Stream);
             Stream.Synchronize();
         }
     }
@@ -106,7 +106,7 @@ public sealed partial class CudaBackend : IBackend
         Context.MakeCurrent();
         fixed (float* host = destination)
         {
-            CudaCheck.Stream(DriverApi.cuMemcpyDtoHAsync(host, source.DevicePointer(), (nuint)(destination.Length * sizeof(float)), Stream.Handle), $"cuMemcpyDtoHAsync({source.Describe()})", Stream);
+            CudaCheck.Stream(DriverApi.cuMemcpyDtoHAsync(host, source.DevicePointer(), (nuint)destination.Length * sizeof(float), Stream.Handle), $"cuMemcpyDtoHAsync({source.Describe()})", Stream);
             Stream.Synchronize();
         }
     }
@@ -201,8 +201,9 @@ public sealed partial class CudaBackend : IBackend
             }
         }
         Free(_reductionScratch);
-        Free(_cublasWorkspace);
+        // The handle before the workspace it was given.
         Free(Blas);
+        Free(_cublasWorkspace);
         Free(Module);
         Free(Stream);
         Context.Dispose();

@@ -109,16 +109,42 @@ internal static class CudaCheck
         if (result != DriverApi.Success)
         {
             var (name, description) = DriverError(result);
-            throw new CudaException(call, result, name, description);
+            throw new CudaException(call, result, name, ContextLoss(description, result));
         }
     }
 
+    /// <summary>
+    /// A failed cuBLAS call; when it failed because the context is lost (a kernel's fault surfacing in the GEMM), the
+    /// detail says so, as a stream's failure does, and later frees stay quiet.
+    /// </summary>
     public static void Cublas(int status, string call)
     {
         if (status != CublasApi.Success)
         {
-            throw new CudaException(call, status, CublasStatusName(status), string.Empty);
+            var detail = string.Empty;
+            if (status is 13 /* EXECUTION_FAILED */ or 14 /* INTERNAL_ERROR */)
+            {
+                // The failure path only: the driver's sticky error, if any, comes back from any call on the context.
+                var driver = DriverApi.cuCtxSynchronize();
+                if (IsContextLost(driver))
+                {
+                    var (name, description) = DriverError(driver);
+                    detail = ContextLoss($"{name}: {description}", driver);
+                }
+            }
+            throw new CudaException(call, status, CublasStatusName(status), detail);
         }
+    }
+
+    /// <summary>A driver error's detail, marked (and remembered, so that later frees stay quiet) when it lost the context.</summary>
+    private static string ContextLoss(string description, int result)
+    {
+        if (!IsContextLost(result))
+        {
+            return description;
+        }
+        _contextLossReported = true;
+        return StreamErrorDetail(description, result, [], CudaKernel.SynchronizeEachLaunch);
     }
 
     public static (string Name, string Description) DriverError(int result)
