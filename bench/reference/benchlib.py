@@ -1,36 +1,56 @@
 """Helpers shared by the PyTorch peer benchmarks in this folder (core, contrastive, sinkhorn, optim, resnet).
 
-CUDA-event median timing, the device-to-device copy bandwidth that memory-bound floors use, peak-memory
-reset/read, the record timestamp, the --out/--quick command line, and appending records to a JSON list
-atomically. The scripts import it with `from benchlib import ...`: run as files, their own folder is on sys.path.
+CUDA-event median timing (loops of calls, as the engine's GpuTimer), the device-to-device copy bandwidth that
+memory-bound floors use, peak-memory reset/read, the record timestamp, the --out/--quick command line, and
+appending records to a JSON list atomically. The scripts import it with `from benchlib import ...`: run as files, their own folder is on sys.path.
 Running this file does nothing.
 """
 import argparse
 import datetime
 import json
+import math
 import os
 import statistics
 
 import torch
 
+# Each timed repetition is a loop of calls between one pair of CUDA events, sized to take about TARGET_LOOP_MS,
+# so that a microsecond kernel is not timed as one launch's latency: the same rule as the engine's GpuTimer.cs.
+TARGET_LOOP_MS = 1.0
+MAX_CALLS_PER_LOOP = 1000
+
+
+def calls_per_loop(fn, start, end):
+    """Calls per timed loop: ceil(TARGET_LOOP_MS / one timed call), at least 1 and at most MAX_CALLS_PER_LOOP."""
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    once = start.elapsed_time(end)
+    return 1 if once >= TARGET_LOOP_MS else max(1, min(MAX_CALLS_PER_LOOP, math.ceil(TARGET_LOOP_MS / max(once, 1e-4))))
+
 
 def median_ms(fn, warmup, reps, upper=False):
-    """Median of per-call CUDA-event timings of fn() in milliseconds, after `warmup` untimed calls.
+    """Median milliseconds of one call of fn() over `reps` timed loops, after `warmup` untimed calls.
 
-    upper=True takes the upper median (sorted[reps // 2], as the engine's GpuTimer does) instead of
-    statistics.median, which averages the two middle values when reps is even.
+    Each repetition times a loop of calls_per_loop() calls between two CUDA events and divides by the count, as the
+    engine's GpuTimer does; work of a millisecond or more is timed call by call. upper=True takes the upper median
+    (sorted[reps // 2], as GpuTimer does) instead of statistics.median, which averages the two middle values when
+    reps is even.
     """
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    calls = calls_per_loop(fn, start, end)
     times = []
     for _ in range(reps):
         start.record()
-        fn()
+        for _ in range(calls):
+            fn()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end))
+        times.append(start.elapsed_time(end) / calls)
     return sorted(times)[len(times) // 2] if upper else statistics.median(times)
 
 

@@ -6,7 +6,7 @@ plain SGD (lr 0.01, no momentum: the engine's step is one Axpy over its paramete
   resnet18-step: resnet18(num_classes=10) with the CIFAR stem (conv1 3x3 stride 1, maxpool = Identity), 32x32x3, b512
   resnet50-step: resnet50(num_classes=1000), 224x224x3, b128
 Implementations, all channels_last: torch-eager-fp32, torch-eager-tf32, torch-eager-bf16 (autocast, TF32 elsewhere),
-torch-compile (TF32) and torch-compile-bf16. Timed with CUDA events around each step (median after a warm-up);
+torch-compile (TF32) and torch-compile-bf16. Timed with CUDA events (benchlib.median_ms: the median after a warm-up);
 peak memory from torch.cuda.max_memory_allocated. The floor is the step's FLOPs (2 per MAC forward, twice that
 backward, the stem without its input gradient: the same count as the engine) over a large GEMM's measured
 throughput at the same precision.
