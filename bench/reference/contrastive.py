@@ -88,7 +88,8 @@ class Runner:
         return ms, peak
 
     def run_impls(self, kernel, case, loss_fn, make_inputs, precision, flops, floor, note):
-        for impl, fn in (("torch-eager", loss_fn), ("torch-compile", None)):
+        impls = (("torch-eager", loss_fn),) if self.quick else (("torch-eager", loss_fn), ("torch-compile", None))
+        for impl, fn in impls:
             try:
                 if fn is None:
                     torch._dynamo.reset()
@@ -103,10 +104,12 @@ class Runner:
 
 
 def main():
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, quick_help="smaller sizes, fewer repetitions, no torch.compile (smoke run)")
     require_cuda("contrastive.py")
 
     runner = Runner(args.quick)
+    if args.quick:  # one cold compile per case and precision: minutes in all
+        print("torch-compile skipped in --quick (cold compiles); nothing recorded for it")
     bandwidth = copy_bandwidth(torch.rand((16 if args.quick else 128) << 20, device="cuda"), 3, 5 if args.quick else 20)
     print(f"device: {runner.gpu}; device-to-device copy {bandwidth / 1e9:.0f} GB/s")
     rates = {}

@@ -82,7 +82,9 @@ def run(quick):
     print(f"   device-to-device copy: {bandwidth / 1e9:.0f} GB/s")
     version = f"torch {torch.__version__}"
     records = []
-    sinkhorn_compiled = compiled_or_none(distributed_sinkhorn)
+    if quick:  # cold compiles: minutes in all
+        print("   torch-compile skipped in --quick (cold compiles); nothing recorded for it")
+    sinkhorn_compiled = None if quick else compiled_or_none(distributed_sinkhorn)
     for rows, cols, iterations in QUICK_CASES if quick else CASES:
         case = f"B{rows} K{cols} it{iterations}"
         scores = torch.rand(rows, cols, device="cuda") * 2 - 1
@@ -109,7 +111,7 @@ def run(quick):
     codes = torch.rand(rows, cols, device="cuda") * (2.0 / cols)
     matrix_bytes = rows * cols * 4
     floor_ms = 3.0 * matrix_bytes / bandwidth * 1e3
-    loss_compiled = compiled_or_none(swapped_loss)
+    loss_compiled = None if quick else compiled_or_none(swapped_loss)
     impls = [("torch-eager", swapped_loss)]
     if loss_compiled is not None:
         impls.append(("torch-compile", loss_compiled))
@@ -129,7 +131,7 @@ def run(quick):
 
 
 def main():
-    args = parse_args(__doc__, quick_help="one small case, fewer repetitions")
+    args = parse_args(__doc__, quick_help="one small case, fewer repetitions, no torch.compile")
     require_cuda("sinkhorn.py")
     records = run(args.quick)
     append_records(args.out, records)
