@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 quick=${1:-}
 python=${PYTHON:-python3}
 "$python" -c 'import torchvision' 2>/dev/null || python=/usr/bin/python3
-host=$("$python" -c 'import re,socket; print("-".join(p for p in re.split(r"[ /()_]+", socket.gethostname().lower()) if p))')
-# The host and its widest vector ISA, as the engine names CPU-only results (ResultsFile.CpuHost).
+host=$("$python" -c 'import re,socket; print("-".join(p for p in re.split(r"[ /()_]+", socket.gethostname().split(".")[0].lower()) if p))')
+# The host (up to its first dot, as .NET's MachineName) and its widest vector ISA, as the engine names CPU-only
+# results (ResultsFile.CpuHost).
 isa=$(grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo avx512 || { grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo avx2; } || true)
 host="$host${isa:+-$isa}"
 
