@@ -15,6 +15,9 @@ public class MarginGpuTests : GpuTestBase
     /// <summary>Cosine error of two fp32 dot products in different orders: rows this close to a tie may flip.</summary>
     private const double TieMargin = 2 * Numerics.Fp32Tolerance;
 
+    /// <summary>The gradient's tolerance where near-duplicate rows make the margin's weights ill-conditioned.</summary>
+    private const double IllConditionedTolerance = 2e-4;
+
     public static IEnumerable<TestCaseData> Cases()
     {
         foreach (var rows in new[] { 2, 6, 34, 130, 1000 })
@@ -50,7 +53,9 @@ public class MarginGpuTests : GpuTestBase
         Assert.That(stats.PositiveSimilarity, Is.EqualTo(cpuStats.PositiveSimilarity).Within(Numerics.Fp32Tolerance), "mean positive cosine");
         var flips = TopMargins(u, rows, dim).Count(m => Math.Abs(m) < TieMargin);
         Assert.That(Math.Abs(stats.Top1Accuracy - cpuStats.Top1Accuracy) * rows, Is.LessThanOrEqualTo(flips + 1e-3), "top-1 beyond near-ties");
-        Numerics.AssertClose(gradient, cpuDu, Numerics.Fp32Tolerance, "du");
+        // In 3 dimensions, 1000 random unit rows hold pairs a few 1e-3 apart, whose weight (m − d)/d moves by
+        // δc/d² when the cosine c rounds one ulp differently (GPU and CPU sum the dot product in different orders).
+        Numerics.AssertClose(gradient, cpuDu, dim < 8 ? IllConditionedTolerance : Numerics.Fp32Tolerance, "du");
 
         // Reproducible to the bit (no atomics), and the statistics alone leave du untouched.
         loss.Compute(input, du, gradScale: 0.5f);

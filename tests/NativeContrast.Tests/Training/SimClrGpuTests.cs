@@ -63,7 +63,9 @@ public class SimClrGpuTests : GpuTestBase
         var cpuStats = ContrastiveStats.Read(Cpu, cpu.Method.TrainingStep(new ViewGroups([cpuViews], [2], 13)));
         var gpuStats = ContrastiveStats.Read(Gpu, gpu.Method.TrainingStep(new ViewGroups([gpuViews], [2], 13)));
         Assert.That(gpuStats.Loss, Is.EqualTo(cpuStats.Loss).Within(1e-4).Percent);
-        Numerics.AssertClose(Numerics.ToArray(Gpu, gpu.Arena.Gradients), Numerics.ToArray(Cpu, cpu.Arena.Gradients), 1e-4, "gradients of the whole arena");
+        // As GpuParityTests' whole-network step: a ReLU decision near zero may go the other way on the GPU and move a
+        // column of a weight gradient, so the arena's gradients are held to 5e-3 (a wrong kernel is off by far more).
+        Numerics.AssertClose(Numerics.ToArray(Gpu, gpu.Arena.Gradients), Numerics.ToArray(Cpu, cpu.Arena.Gradients), 5e-3, "gradients of the whole arena");
         cpu.Lars.Step();
         gpu.Lars.Step();
         Numerics.AssertClose(Numerics.ToArray(Gpu, gpu.Arena.Values), Numerics.ToArray(Cpu, cpu.Arena.Values), 1e-5, "values after the LARS step");
