@@ -67,15 +67,15 @@ public static class Program
         var names = args.Where(a => !a.StartsWith("--", StringComparison.Ordinal) && a != ArgValue(args, "--results")).ToList();
         if (names.Count == 0 || names.Contains("list"))
         {
-            Console.WriteLine("usage: NativeContrast.Bench <suite...|all> [--quick] [--profile] [--results DIR]");
+            Console.WriteLine("usage: NativeContrast.Bench <suite...|all|gpu> [--quick] [--profile] [--results DIR]   (gpu: every suite that needs a GPU)");
             foreach (var s in Suites)
             {
                 Console.WriteLine($"  {s.Name,-12} {s.Description}");
             }
             return names.Count == 0 ? 2 : 0;
         }
-        var selected = names.Contains("all") ? Suites : Suites.Where(s => names.Contains(s.Name)).ToArray();
-        var unknown = names.Where(n => n != "all" && Suites.All(s => s.Name != n)).ToList();
+        var selected = names.Contains("all") ? Suites : Suites.Where(s => names.Contains(s.Name) || (s.NeedsGpu && names.Contains("gpu"))).ToArray();
+        var unknown = names.Where(n => n != "all" && n != "gpu" && Suites.All(s => s.Name != n)).ToList();
         if (unknown.Count > 0)
         {
             Console.Error.WriteLine($"unknown suite(s): {string.Join(", ", unknown)}; run with 'list' to see them");
