@@ -9,8 +9,9 @@ using NativeContrast.Tensors;
 /// The fused contrastive kernels against the unfused composition (cuBLAS GEMM + separate ops, what PyTorch does):
 /// NT-Xent forward + backward at 2N = 8192 and 262144 (d = 128), InfoNCE with dq at B = 256, K = 65536, d = 128,
 /// each in TF32 and BF16. Floors come from the same run: FLOPs over the rate cuBLAS reaches on a large square GEMM
-/// of that precision, bytes over the bandwidth of a device-to-device copy. Peak memory is the drop in free device
-/// memory while the case's tensors, workspaces and lazily created buffers exist.
+/// of that precision (BF16: bf16 operands, as the peer's torch.matmul), bytes over the bandwidth of a device-to-device
+/// copy. Peak memory is the drop in free device memory while the case's tensors, workspaces and lazily created buffers
+/// exist.
 /// </summary>
 public sealed class ContrastiveBench : IBenchSuite
 {
@@ -158,10 +159,20 @@ public sealed class ContrastiveBench : IBenchSuite
         return 2.0 * length * sizeof(float) / (ms * 1e-3);
     }
 
-    /// <summary>FLOPs per second cuBLAS reaches on a square GEMM of this precision: the attainable tensor-core rate.</summary>
+    /// <summary>
+    /// FLOPs per second cuBLAS reaches on a square GEMM of this precision: the attainable tensor-core rate. TF32: fp32
+    /// operands, fp32 out, CUBLAS_COMPUTE_32F_FAST_TF32 (the engine's Gemm). BF16: bf16 operands and a bf16 result with
+    /// fp32 accumulation (cublasGemmEx, CUDA_R_16BF, CUBLAS_COMPUTE_32F), what torch.matmul of bf16 tensors runs in the
+    /// peer, rather than the engine's Gemm at Bf16, which takes fp32 operands (CUBLAS_COMPUTE_32F_FAST_16BF) and
+    /// converts them on the way.
+    /// </summary>
     private static double GemmRate(CudaBackend gpu, GpuTimer timer, MatmulPrecision precision, bool quick)
     {
         var n = quick ? 2048 : 8192;
+        if (precision == MatmulPrecision.Bf16)
+        {
+            return Bf16GemmRate(gpu, timer, n, quick);
+        }
         using var a = Random(gpu, n, n, seed: 5);
         using var b = Random(gpu, n, n, seed: 6);
         using var c = gpu.Allocate(new TensorShape(n, n));
@@ -176,6 +187,43 @@ public sealed class ContrastiveBench : IBenchSuite
         {
             gpu.GemmPrecision = saved;
         }
+    }
+
+    /// <summary>FLOPs per second of an n×n×n GEMM of bf16 operands into bf16 with fp32 accumulation, on the backend's cuBLAS handle and stream.</summary>
+    private static unsafe double Bf16GemmRate(CudaBackend gpu, GpuTimer timer, int n, bool quick)
+    {
+        using var a = RandomBf16(gpu, n * n, seed: 5);
+        using var b = RandomBf16(gpu, n * n, seed: 6);
+        using var c = gpu.Allocate(new TensorShape(n * n / 2), "bf16 product");  // n² bf16 values in n²/2 floats
+        ulong pa = a.DevicePointer(), pb = b.DevicePointer(), pc = c.DevicePointer();
+        var handle = gpu.Blas.Handle;
+        void Gemm()
+        {
+            float alpha = 1f, beta = 0f;
+            gpu.Context.MakeCurrent();
+            CudaCheck.Cublas(
+                CublasApi.cublasGemmEx(
+                    handle, CublasApi.OpN, CublasApi.OpN, n, n, n,
+                    &alpha, pb, CublasApi.DataBFloat16, n, pa, CublasApi.DataBFloat16, n,
+                    &beta, pc, CublasApi.DataBFloat16, n, CublasApi.Compute32F, CublasApi.GemmDefault),
+                $"cublasGemmEx(bf16, n={n})");
+        }
+        var ms = timer.MedianMs(Gemm, warmup: 3, repetitions: quick ? 5 : 20);
+        return 2.0 * n * (double)n * n / (ms * 1e-3);
+    }
+
+    /// <summary>count bf16 values, uniform in [-1, 1) (the top half of each fp32 value), packed two to a float of a device tensor.</summary>
+    private static Tensor RandomBf16(CudaBackend gpu, int count, int seed)
+    {
+        var values = new ushort[count];
+        var rng = new Random(seed);
+        for (var i = 0; i < values.Length; i++)
+        {
+            values[i] = (ushort)(BitConverter.SingleToUInt32Bits((float)((rng.NextDouble() * 2) - 1)) >> 16);
+        }
+        var t = gpu.Allocate(new TensorShape(count / 2), "bf16 operand");
+        gpu.CopyFromHost(System.Runtime.InteropServices.MemoryMarshal.Cast<ushort, float>(values), t);
+        return t;
     }
 
     private static Tensor Random(CudaBackend gpu, int rows, int cols, int seed)
