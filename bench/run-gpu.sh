@@ -62,7 +62,7 @@ readme_refreshed=
 status=0
 failed=()
 timeout_cmd=()
-[ -n "$step_seconds" ] && timeout_cmd=(timeout -k 10 "$step_seconds")
+[ -n "$step_seconds" ] && timeout_cmd=(timeout --foreground -k 10 "$step_seconds")  # --foreground: an outer timeout (tests/run-gpu.sh) still reaches the step
 
 # This run's records into $OUT/$archive, rebuilt whole through a temporary file.
 save() {
