@@ -1,5 +1,6 @@
 namespace NativeContrast.Bench;
 
+using System.Runtime.InteropServices;
 using NativeContrast.Backends;
 using NativeContrast.Cuda;
 using NativeContrast.Losses;
@@ -222,7 +223,7 @@ public sealed class ContrastiveBench : IBenchSuite
             values[i] = (ushort)(BitConverter.SingleToUInt32Bits((float)((rng.NextDouble() * 2) - 1)) >> 16);
         }
         var t = gpu.Allocate(new TensorShape(count / 2), "bf16 operand");
-        gpu.CopyFromHost(System.Runtime.InteropServices.MemoryMarshal.Cast<ushort, float>(values), t);
+        gpu.CopyFromHost(MemoryMarshal.Cast<ushort, float>(values), t);
         return t;
     }
 

@@ -19,9 +19,6 @@ public sealed class GpuTimer(CudaStream stream) : IDisposable
     private readonly CudaEvent _start = new();
     private readonly CudaEvent _end = new();
 
-    /// <summary>Calls per timed loop in the last <see cref="MedianMs"/>.</summary>
-    public int LastCallsPerLoop { get; private set; } = 1;
-
     /// <summary>
     /// Median milliseconds of one call of <paramref name="work"/> over <paramref name="repetitions"/> timed loops, after
     /// <paramref name="warmup"/> untimed calls. One more timed call sizes the loop: ceil(<see cref="TargetLoopMs"/> / its
@@ -35,7 +32,6 @@ public sealed class GpuTimer(CudaStream stream) : IDisposable
         }
         stream.Synchronize();
         var calls = CallsPerLoop(work);
-        LastCallsPerLoop = calls;
         var times = new double[repetitions];
         for (var i = 0; i < repetitions; i++)
         {
